@@ -1,0 +1,61 @@
+"""`mesh-t5`: the command line. Each subcommand lives in `mesh_t5/commands/<name>.py`
+and exposes `main(argv: list[str]) -> int`; this module only dispatches and turns a
+UserError into one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from mesh_t5.errors import UserError
+
+COMMANDS = {
+    "train": "pre-train or fine-tune a model (run config by gin: pretrain.gin, finetune.gin)",
+    "eval": "evaluate a checkpoint on a task or mixture",
+    "infer": "predict outputs for inputs, or score given targets",
+    "export": "write a TensorFlow SavedModel (text in, text out)",
+    "convert": "convert checkpoints: Hugging Face <-> mesh_t5, Mesh-TF -> mesh_t5",
+    "plan": "per-device memory of a model on a mesh, without allocating it",
+    "tasks": "list the registered tasks and mixtures",
+    "c4": "the C4 cleaning pipeline (Apache Beam)",
+    "demo": "pre-train, fine-tune, evaluate, decode and export a small T5, offline",
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: mesh-t5 COMMAND [--gin_file=F] [--gin.NAME=VALUE] [--gin_search_paths=D] ...", ""]
+    lines += [f"  {name.ljust(width)}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "`mesh-t5 COMMAND --help` describes a command."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"mesh-t5: error: unknown command {name!r}; pick one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(f"mesh_t5.commands.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"mesh_t5.commands.{name}":
+            print(f"mesh-t5 {name}: error: this command is not available in this build", file=sys.stderr)
+            return 2
+        raise
+    try:
+        return int(module.main(rest) or 0)
+    except UserError as e:
+        print(f"mesh-t5 {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mesh-t5 {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

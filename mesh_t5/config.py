@@ -1,0 +1,152 @@
+"""T5Config: the hyper-parameters of one T5-family network, and the named sizes of the paper."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mesh_t5.errors import UserError
+
+ARCHITECTURES = ("encoder_decoder", "shared_encoder_decoder", "decoder_only", "prefix_lm")
+FEED_FORWARD_PROJ = ("relu", "gated-gelu", "gelu", "gated-relu")
+
+
+class ConfigError(UserError):
+    """A configuration value is invalid; the message is one line naming what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Hyper-parameters of a T5 network (names follow Hugging Face's T5Config where one exists).
+
+    Defaults are T5 1.0 small. `architecture` selects the paper's Table 2 variants:
+    encoder_decoder, shared_encoder_decoder (encoder and decoder share self-attention,
+    feed-forward and norm parameters), decoder_only (causal language model) and prefix_lm
+    (decoder-only with a fully visible mask over the inputs).
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_ff: int = 2048
+    num_heads: int = 8
+    d_kv: int = 64
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    feed_forward_proj: str = "relu"
+    tie_word_embeddings: bool = True
+    dropout_rate: float = 0.1
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    architecture: str = "encoder_decoder"
+    # Activation dtype ("float32" or "bfloat16"); parameters and the loss stay float32.
+    dtype: str = "float32"
+    # Inner dimension of adapter layers after each feed-forward block (paper Table 10); 0 = none.
+    adapter_dim: int = 0
+    # Rematerialise each layer in the backward pass (saves activation memory on big models).
+    remat: bool = False
+    pad_id: int = 0
+    eos_id: int = 1
+    decoder_start_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"architecture={self.architecture!r} is unknown; pick one of {', '.join(ARCHITECTURES)}"
+            )
+        if self.feed_forward_proj not in FEED_FORWARD_PROJ:
+            raise ConfigError(
+                f"feed_forward_proj={self.feed_forward_proj!r} is unknown; "
+                f"pick one of {', '.join(FEED_FORWARD_PROJ)}"
+            )
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype={self.dtype!r} is unsupported; use float32 or bfloat16")
+        for name in ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.architecture in ("encoder_decoder", "shared_encoder_decoder") and self.num_encoder_layers < 1:
+            raise ConfigError("num_encoder_layers must be >= 1 for an encoder-decoder architecture")
+        if self.num_decoder_layers < 1:
+            raise ConfigError("num_decoder_layers must be >= 1")
+        if self.architecture == "shared_encoder_decoder" and self.num_encoder_layers != self.num_decoder_layers:
+            raise ConfigError(
+                "shared_encoder_decoder needs num_encoder_layers == num_decoder_layers "
+                f"(got {self.num_encoder_layers} and {self.num_decoder_layers})"
+            )
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigError(f"dropout_rate={self.dropout_rate} must be in [0, 1)")
+
+    @property
+    def is_gated(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def activation(self) -> str:
+        return self.feed_forward_proj.removeprefix("gated-")
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.architecture in ("encoder_decoder", "shared_encoder_decoder")
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * self.d_kv
+
+    def replace(self, **changes: Any) -> T5Config:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> T5Config:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown T5Config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def _t5_v1_0(d_model: int, d_ff: int, heads: int, d_kv: int, layers: int) -> T5Config:
+    return T5Config(
+        d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=d_kv,
+        num_encoder_layers=layers, num_decoder_layers=layers,
+        feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1,
+    )  # fmt: skip
+
+
+def _t5_v1_1(d_model: int, d_ff: int, heads: int, d_kv: int, layers: int) -> T5Config:
+    return T5Config(
+        d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=d_kv,
+        num_encoder_layers=layers, num_decoder_layers=layers,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+    )  # fmt: skip
+
+
+# The sizes of the paper (T5 1.0) and of the T5 1.1 release: d_model/d_ff/heads/d_kv/layers.
+MODEL_SIZES: dict[str, T5Config] = {
+    "t5-small": _t5_v1_0(512, 2048, 8, 64, 6),
+    "t5-base": _t5_v1_0(768, 3072, 12, 64, 12),
+    "t5-large": _t5_v1_0(1024, 4096, 16, 64, 24),
+    "t5-3b": _t5_v1_0(1024, 16384, 32, 128, 24),
+    "t5-11b": _t5_v1_0(1024, 65536, 128, 128, 24),
+    "t5.1.1-small": _t5_v1_1(512, 1024, 6, 64, 8),
+    "t5.1.1-base": _t5_v1_1(768, 2048, 12, 64, 12),
+    "t5.1.1-large": _t5_v1_1(1024, 2816, 16, 64, 24),
+    "t5.1.1-xl": _t5_v1_1(2048, 5120, 32, 64, 24),
+    "t5.1.1-xxl": _t5_v1_1(4096, 10240, 64, 64, 24),
+    # For tests and the demo: seconds to compile and train on a CPU.
+    "tiny": T5Config(
+        vocab_size=512, d_model=64, d_ff=128, num_heads=4, d_kv=16,
+        num_encoder_layers=2, num_decoder_layers=2, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, dropout_rate=0.0,
+    ),  # fmt: skip
+}
+
+
+def get_model_config(name: str) -> T5Config:
+    """Returns the named size's config (see MODEL_SIZES)."""
+    try:
+        return MODEL_SIZES[name]
+    except KeyError:
+        raise ConfigError(f"unknown model size {name!r}; pick one of {', '.join(MODEL_SIZES)}") from None

@@ -1,0 +1,150 @@
+"""Gin at the edges: the `--gin_file`, `--gin.NAME=VALUE` and `--gin_search_paths` flags.
+
+Library functions stay plain Python; command modules register the ones they expose
+with `gin.external_configurable` and call `parse_gin` once, before running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import gin
+
+from mesh_t5.config import T5Config
+from mesh_t5.errors import UserError
+
+PACKAGE_GIN_DIR = Path(__file__).parent / "gin"
+
+# Model files bind `T5Config.<field> = ...` and set `MODEL_CONFIG = @T5Config()`.
+gin.external_configurable(T5Config, "T5Config")
+
+
+def add_gin_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds --gin_file (repeatable) and --gin_search_paths to an argparse parser.
+
+    `--gin.NAME=VALUE` flags cannot be declared to argparse (NAME is free), so
+    `split_gin_bindings` takes them out of argv first.
+    """
+    parser.add_argument(
+        "--gin_file",
+        action="append",
+        default=[],
+        help="gin file to parse (repeatable); searched in --gin_search_paths and the shipped gin/ dir",
+    )
+    parser.add_argument(
+        "--gin_search_paths",
+        default="",
+        help="comma-separated directories to search for --gin_file and gin `include`s",
+    )
+
+
+_BINDING_FLAG = re.compile(r"^--gin\.(?P<name>[^=\s]+)(?:=(?P<value>.*))?$", re.S)
+
+
+def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates `--gin.NAME=VALUE` (or `--gin.NAME VALUE`) flags from the rest of argv.
+
+    Returns (remaining argv, ["NAME = VALUE", ...]). A bare value that is not valid
+    gin (a path, a task name) is quoted, so `--gin.MODEL_DIR=/tmp/run` works as
+    t5x users expect without shell quoting.
+    """
+    rest: list[str] = []
+    bindings: list[str] = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        match = _BINDING_FLAG.match(argv[i])
+        if not match:
+            rest.append(argv[i])
+            i += 1
+            continue
+        name, value = match.group("name"), match.group("value")
+        if value is None:
+            if i + 1 >= len(argv):
+                raise UserError(f"--gin.{name} has no value; write --gin.{name}=VALUE")
+            value = argv[i + 1]
+            i += 1
+        bindings.append(f"{name} = {_gin_value(value)}")
+        i += 1
+    return rest, bindings
+
+
+def _gin_value(value: str) -> str:
+    text = value.strip()
+    if not text:
+        return "''"
+    try:
+        gin.config.parse_value(text)
+        return text
+    except Exception:  # noqa: BLE001 - anything gin cannot parse is taken as a string
+        return repr(text)
+
+
+def _search_paths(extra: str | Sequence[str]) -> list[str]:
+    paths = [p for p in (extra.split(",") if isinstance(extra, str) else extra) if p]
+    for p in paths:
+        if not os.path.isdir(p):
+            raise UserError(f"--gin_search_paths entry {p!r} is not a directory")
+    return [*paths, str(PACKAGE_GIN_DIR), os.getcwd()]
+
+
+def _resolve(gin_file: str, search_paths: Sequence[str]) -> str:
+    candidates = [gin_file] if os.path.isabs(gin_file) else [os.path.join(p, gin_file) for p in search_paths]
+    if not gin_file.endswith(".gin"):
+        candidates += [c + ".gin" for c in candidates]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise UserError(
+        f"gin file {gin_file!r} not found in {', '.join(search_paths)}; "
+        "pass a path or add its directory with --gin_search_paths"
+    )
+
+
+def parse_gin(
+    gin_files: Sequence[str],
+    bindings: Sequence[str],
+    search_paths: str | Sequence[str] = "",
+    finalize: bool = True,
+) -> None:
+    """Parses gin files and bindings; any gin error becomes a one-line UserError."""
+    paths = _search_paths(search_paths)
+    for p in paths:
+        gin.add_config_file_search_path(p)
+    files = [_resolve(f, paths) for f in gin_files]
+    try:
+        gin.parse_config_files_and_bindings(files, bindings, finalize_config=finalize)
+    except OSError as e:
+        raise UserError(f"gin: cannot read {e.filename or e}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - gin raises ValueError, KeyError, SyntaxError, ParseError...
+        raise UserError(f"gin: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    message = text[0] if text else type(error).__name__
+    # gin appends "In file ..., line ..." on a later line: keep where it came from.
+    where = next((line.strip() for line in text[1:] if line.strip().startswith(("In file", "In bindings"))), "")
+    return f"{message} ({where})" if where else message
+
+
+def query_macro(name: str, required: bool = True) -> object:
+    """The value bound to a gin macro; a missing required one is reported by name."""
+    try:
+        return gin.query_parameter(f"%{name}")
+    except ValueError:
+        if required:
+            raise UserError(f"required gin macro {name} is not set; pass --gin.{name}=VALUE") from None
+        return None
+
+
+def get_bound(name: str, default: object = None) -> object:
+    """The value of `Configurable.param` if bound, else default."""
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return default
