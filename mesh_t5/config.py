@@ -68,7 +68,10 @@ class T5Config:
             raise ConfigError("num_encoder_layers must be >= 1 for an encoder-decoder architecture")
         if self.num_decoder_layers < 1:
             raise ConfigError("num_decoder_layers must be >= 1")
-        if self.architecture == "shared_encoder_decoder" and self.num_encoder_layers != self.num_decoder_layers:
+        if (
+            self.architecture == "shared_encoder_decoder"
+            and self.num_encoder_layers != self.num_decoder_layers
+        ):
             raise ConfigError(
                 "shared_encoder_decoder needs num_encoder_layers == num_decoder_layers "
                 f"(got {self.num_encoder_layers} and {self.num_decoder_layers})"
@@ -103,7 +106,9 @@ class T5Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown T5Config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"unknown T5Config field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
+            )
         return cls(**values)
 
 
@@ -137,10 +142,17 @@ MODEL_SIZES: dict[str, T5Config] = {
     "t5.1.1-xxl": _t5_v1_1(4096, 10240, 64, 64, 24),
     # For tests and the demo: seconds to compile and train on a CPU.
     "tiny": T5Config(
-        vocab_size=512, d_model=64, d_ff=128, num_heads=4, d_kv=16,
-        num_encoder_layers=2, num_decoder_layers=2, feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False, dropout_rate=0.0,
-    ),  # fmt: skip
+        vocab_size=512,
+        d_model=64,
+        d_ff=128,
+        num_heads=4,
+        d_kv=16,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        dropout_rate=0.0,
+    ),
 }
 
 

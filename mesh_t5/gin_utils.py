@@ -80,7 +80,7 @@ def _gin_value(value: str) -> str:
     try:
         gin.config.parse_value(text)
         return text
-    except Exception:  # noqa: BLE001 - anything gin cannot parse is taken as a string
+    except Exception:  # anything gin cannot parse is taken as a string
         return repr(text)
 
 
@@ -120,7 +120,7 @@ def parse_gin(
         gin.parse_config_files_and_bindings(files, bindings, finalize_config=finalize)
     except OSError as e:
         raise UserError(f"gin: cannot read {e.filename or e}: {e.strerror or e}") from None
-    except Exception as e:  # noqa: BLE001 - gin raises ValueError, KeyError, SyntaxError, ParseError...
+    except Exception as e:  # gin raises ValueError, KeyError, SyntaxError, ParseError...
         raise UserError(f"gin: {_first_line(e)}") from None
 
 
@@ -128,7 +128,9 @@ def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
     # gin appends "In file ..., line ..." on a later line: keep where it came from.
-    where = next((line.strip() for line in text[1:] if line.strip().startswith(("In file", "In bindings"))), "")
+    where = next(
+        (line.strip() for line in text[1:] if line.strip().startswith(("In file", "In bindings"))), ""
+    )
     return f"{message} ({where})" if where else message
 
 

@@ -1,0 +1,68 @@
+"""The `mesh-t5` dispatcher and the gin flag conventions shared by every subcommand."""
+
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from mesh_t5 import cli, gin_utils
+from mesh_t5.errors import UserError
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("train", "eval", "infer", "export", "convert", "plan", "tasks", "c4", "demo"):
+        assert f"  {name} " in out
+
+
+def test_unknown_command_is_one_line(capsys):
+    assert cli.main(["trian"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mesh-t5: error: unknown command 'trian'") and "\n" not in err
+
+
+def test_console_script_entry_point():
+    # The installed `mesh-t5` script and `python -m mesh_t5.cli` run the same main.
+    result = subprocess.run([sys.executable, "-m", "mesh_t5.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: mesh-t5 COMMAND" in result.stdout
+
+
+def test_split_gin_bindings_quotes_bare_strings():
+    rest, bindings = gin_utils.split_gin_bindings(
+        ["--gin.MODEL_DIR=/tmp/run", "--gin.TRAIN_STEPS=100", "--gin.X", "'a'", "--other", "--gin.Y=[1, 2]"]
+    )
+    assert rest == ["--other"]
+    assert bindings == ["MODEL_DIR = '/tmp/run'", "TRAIN_STEPS = 100", "X = 'a'", "Y = [1, 2]"]
+
+
+def test_gin_binding_without_value():
+    with pytest.raises(UserError, match="--gin.X has no value"):
+        gin_utils.split_gin_bindings(["--gin.X"])
+
+
+def test_missing_gin_file_is_named():
+    with pytest.raises(UserError, match="gin file 'models/t5_huge.gin' not found"):
+        gin_utils.parse_gin(["models/t5_huge.gin"], [])
+
+
+def test_unknown_configurable_is_one_line():
+    gin.clear_config()
+    try:
+        with pytest.raises(UserError) as info:
+            gin_utils.parse_gin(["models/tiny.gin"], ["T5Config.d_modle = 3"], finalize=False)
+    finally:
+        gin.clear_config()
+    assert "d_modle" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_required_macro_is_reported_by_name():
+    gin.clear_config()
+    try:
+        gin_utils.parse_gin([], ["TRAIN_STEPS = 5"], finalize=False)
+        assert gin_utils.query_macro("TRAIN_STEPS") == 5
+        with pytest.raises(UserError, match="required gin macro MODEL_DIR is not set; pass --gin.MODEL_DIR"):
+            gin_utils.query_macro("MODEL_DIR")
+    finally:
+        gin.clear_config()
