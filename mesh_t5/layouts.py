@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
 from mesh_t5.errors import UserError
 
@@ -38,7 +38,9 @@ def parse_mesh_shape(mesh_shape: str) -> dict[str, int]:
     for part in filter(None, (p.strip() for p in mesh_shape.split(","))):
         name, sep, size = part.partition(":")
         if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
-            raise LayoutError(f"mesh_shape entry {part!r} is not NAME:SIZE with SIZE >= 1 (e.g. data:2,model:4)")
+            raise LayoutError(
+                f"mesh_shape entry {part!r} is not NAME:SIZE with SIZE >= 1 (e.g. data:2,model:4)"
+            )
         if name.strip() in result:
             raise LayoutError(f"mesh_shape names axis {name.strip()!r} twice")
         result[name.strip()] = int(size)
@@ -71,7 +73,7 @@ def parse_layout_rules(layout_rules: str | Sequence[tuple[str, str]]) -> dict[st
 class Layout:
     """A device mesh plus the logical-axis → mesh-axis rules that lay tensors out on it."""
 
-    mesh: Mesh
+    mesh: Mesh | AbstractMesh
     rules: dict[str, str]
 
     def spec(self, logical_axes: LogicalAxes) -> PartitionSpec:
@@ -102,9 +104,45 @@ class Layout:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
+    @property
+    def mesh_shape(self) -> dict[str, int]:
+        """{"data": 2, "model": 4}: the mesh axis sizes, in order."""
+        return dict(self.mesh.shape)
+
+    def axis_size(self, logical: str) -> int:
+        """How many ways a dimension named `logical` is split (1 when no rule maps it)."""
+        mesh_axis = self.rules.get(logical)
+        return int(self.mesh.shape[mesh_axis]) if mesh_axis is not None else 1
+
+    def shard_shape(self, shape: Sequence[int], logical_axes: LogicalAxes) -> tuple[int, ...]:
+        """The per-device shape of a tensor laid out by these logical axes (ceil on uneven splits)."""
+        sizes = dict(self.mesh.shape)
+        spec = self.spec(logical_axes)
+        return tuple(
+            -(-int(d) // sizes[a]) if a is not None else int(d) for d, a in zip(shape, spec, strict=True)
+        )
+
+    def describe(self) -> str:
+        """ "data:2,model:4 with batch:data,..." for logs."""
+        rules = ",".join(f"{k}:{v}" for k, v in self.rules.items())
+        return f"mesh {_format_mesh(self.mesh_shape)} with rules {rules}"
+
 
 def _is_axes(x: Any) -> bool:
     return isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
+
+
+def _format_mesh(shape: dict[str, int]) -> str:
+    return ",".join(f"{k}:{v}" for k, v in shape.items())
+
+
+def _check_rules(shape: dict[str, int], rules: dict[str, str]) -> None:
+    for logical, mesh_axis in rules.items():
+        if mesh_axis not in shape:
+            raise LayoutError(
+                f"layout rule {logical}:{mesh_axis} names mesh axis {mesh_axis!r}, which mesh_shape "
+                f"({_format_mesh(shape)}) does not have"
+            )
 
 
 def make_layout(
@@ -118,21 +156,28 @@ def make_layout(
     total = int(np.prod(list(shape.values())))
     if total != len(devices):
         raise LayoutError(
-            f"mesh_shape {mesh_shape or shape} has {total} devices but {len(devices)} are available; "
+            f"mesh_shape {_format_mesh(shape)} has {total} devices but {len(devices)} are available; "
             f"make the product of the axis sizes {len(devices)}"
         )
     rules = parse_layout_rules(DEFAULT_LAYOUT_RULES if layout_rules is None else layout_rules)
-    for logical, mesh_axis in rules.items():
-        if mesh_axis not in shape:
-            raise LayoutError(
-                f"layout rule {logical}:{mesh_axis} names mesh axis {mesh_axis!r}, which mesh_shape "
-                f"({','.join(f'{k}:{v}' for k, v in shape.items())}) does not have"
-            )
+    _check_rules(shape, rules)
     try:
         device_array = jax.experimental.mesh_utils.create_device_mesh(tuple(shape.values()), devices)
-    except Exception:  # noqa: BLE001 - non-TPU topologies: a plain reshape is the right order
+    except Exception:
+        # jax.devices() lists process 0's devices first, so the first (data) axis spans hosts
+        # and the last (model) axis stays within a host, where the interconnect is fastest.
         device_array = np.asarray(devices, dtype=object).reshape(tuple(shape.values()))
     return Layout(Mesh(device_array, tuple(shape.keys())), rules)
+
+
+def make_abstract_layout(
+    mesh_shape: str, layout_rules: str | Sequence[tuple[str, str]] | None = None
+) -> Layout:
+    """Builds a Layout over an AbstractMesh: shardings for planning a mesh that need not exist here."""
+    shape = parse_mesh_shape(mesh_shape)
+    rules = parse_layout_rules(DEFAULT_LAYOUT_RULES if layout_rules is None else layout_rules)
+    _check_rules(shape, rules)
+    return Layout(AbstractMesh(tuple(shape.values()), tuple(shape.keys())), rules)
 
 
 # The layout in force while tracing (set by `use_layout`); None means single-device, no constraints.
@@ -162,6 +207,186 @@ def constrain(x: jax.Array, logical_axes: LogicalAxes) -> jax.Array:
     if len(logical_axes) != x.ndim:
         raise ValueError(f"constrain: {len(logical_axes)} axis names for a rank-{x.ndim} array")
     return jax.lax.with_sharding_constraint(x, layout.sharding(logical_axes))
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def validate(layout: Layout, config: Any, batch_size: int | None = None) -> None:
+    """Raises LayoutError (one line) if a mesh axis does not divide a dimension its rule splits.
+
+    `config` is a T5Config. Every logical axis with a rule onto a mesh axis of size > 1 is
+    checked against the model dimension it names (heads, d_ff, vocab, embed, kv, layers,
+    relpos_buckets, adapter) and, when given, the global batch size.
+    """
+    sizes: dict[str, list[int]] = {
+        "heads": [config.num_heads],
+        "d_ff": [config.d_ff],
+        "vocab": [config.vocab_size],
+        "embed": [config.d_model],
+        "kv": [config.d_kv],
+        "relpos_buckets": [config.relative_attention_num_buckets],
+        "layers": [config.num_decoder_layers] + ([config.num_encoder_layers] if config.has_encoder else []),
+        "adapter": [config.adapter_dim] if config.adapter_dim > 0 else [],
+        "batch": [batch_size] if batch_size is not None else [],
+    }
+    mesh = layout.mesh_shape
+    for logical, mesh_axis in layout.rules.items():
+        ways = mesh.get(mesh_axis, 1)
+        for size in sizes.get(logical, []):
+            if ways > 1 and size % ways:
+                name = "batch_size" if logical == "batch" else logical
+                raise LayoutError(
+                    f"mesh {mesh_axis}:{ways} does not divide {name}={size}; "
+                    f"pick a {mesh_axis} axis that divides {size} or drop the rule {logical}:{mesh_axis}"
+                )
+
+
+# --- parameters and optimizer state -----------------------------------------------------------
+
+
+def init_sharded(init_fn: Callable[..., Any], axes_tree: Any, layout: Layout, *args: Any) -> Any:
+    """Runs `init_fn(*args)` under jit so each device creates only its shards of the result.
+
+    Shapes come from `jax.eval_shape` (nothing is allocated); the output shardings from
+    `axes_tree` (the same tree as the result, a tuple of logical axis names per leaf).
+    """
+    shapes = jax.eval_shape(init_fn, *args)
+    shardings = layout.tree_shardings(axes_tree)
+    if jax.tree.structure(shapes) != jax.tree.structure(shardings):
+        raise ValueError("init_sharded: the axes tree does not match the tree init_fn returns")
+    return jax.jit(init_fn, out_shardings=shardings)(*args)
+
+
+def init_sharded_params(config: Any, rng: jax.Array, layout: Layout) -> Any:
+    """Returns `network.init_params(config, rng)` born sharded by `layout` (never whole on one host)."""
+    from mesh_t5 import network  # network imports this module (constrain)
+
+    validate(layout, config)
+    return init_sharded(lambda key: network.init_params(config, key), network.param_axes(config), layout, rng)
+
+
+def _factored_dims(shape: Sequence[int], min_dim_size_to_factor: int = 128) -> tuple[int, int] | None:
+    # optax's rule (factorized._factored_dims): factor over the two largest dimensions.
+    if len(shape) < 2:
+        return None
+    order = np.argsort(shape)
+    if shape[order[-2]] < min_dim_size_to_factor:
+        return None
+    return int(order[-2]), int(order[-1])
+
+
+def _slot_axes(path: tuple[Any, ...], shape: tuple[int, ...], p_shape: tuple[int, ...], p_axes: LogicalAxes):
+    """Logical axes of one optimizer slot of a parameter, from the slot's and parameter's shapes."""
+    if shape == p_shape:
+        return tuple(p_axes)
+    if len(shape) == len(p_shape) - 1:
+        # A factored second moment: the parameter's axes minus the one averaged away. optax
+        # Adafactor keeps v_row (drops the largest dim) and v_col (drops the second largest);
+        # the rule only matters to break ties between equal-sized dims.
+        dropped = [i for i in range(len(p_shape)) if p_shape[:i] + p_shape[i + 1 :] == shape]
+        factored = _factored_dims(p_shape, 1)
+        names = {getattr(k, "name", None) for k in path}
+        if factored is not None and "v_row" in names and factored[1] in dropped:
+            dropped = [factored[1]]
+        elif factored is not None and "v_col" in names and factored[0] in dropped:
+            dropped = [factored[0]]
+        if dropped:
+            return tuple(a for i, a in enumerate(p_axes) if i != dropped[0])
+    return (None,) * len(shape)  # scalars, (1,)-shaped placeholders: replicated
+
+
+def optimizer_state_axes(opt_state: Any, params: Any, param_axes: Any) -> Any:
+    """Returns the optimizer state's tree with logical axes per leaf, derived from the parameters'.
+
+    Each state leaf is matched to the parameter whose path ends its own path (optax states hold
+    trees shaped like the parameters, e.g. FactoredState.v_row/v_col/v, ScaleByAdamState.mu/nu);
+    a slot shaped like its parameter takes its axes, a factored slot the axes minus the reduced
+    dimension, anything else (step counts, (1,) placeholders) is replicated. Works on abstract
+    (jax.eval_shape) trees.
+    """
+    flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_axes = jax.tree.leaves(param_axes, is_leaf=_is_axes)
+    if len(flat_params) != len(flat_axes):
+        raise ValueError("optimizer_state_axes: params and param_axes have different trees")
+    index = {
+        tuple(path): (tuple(leaf.shape), axes)
+        for (path, leaf), axes in zip(flat_params, flat_axes, strict=True)
+    }
+    depths = sorted({len(p) for p in index}, reverse=True)
+
+    def leaf_axes(path: tuple[Any, ...], leaf: Any) -> LogicalAxes:
+        shape = tuple(np.shape(leaf))
+        for depth in depths:
+            if depth <= len(path) and tuple(path[-depth:]) in index:
+                p_shape, p_axes = index[tuple(path[-depth:])]
+                return _slot_axes(tuple(path), shape, p_shape, p_axes)
+        return (None,) * len(shape)
+
+    return jax.tree_util.tree_map_with_path(leaf_axes, opt_state)
+
+
+def optimizer_state_shardings(layout: Layout, opt_state: Any, params: Any, param_axes: Any) -> Any:
+    """NamedShardings for an optimizer state (see `optimizer_state_axes`)."""
+    return layout.tree_shardings(optimizer_state_axes(opt_state, params, param_axes))
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+# Feature rank → logical axes: [B] ids, [B, L] tokens, [B, L, ...] anything wider.
+def feature_axes(ndim: int) -> LogicalAxes:
+    """("batch", "length", None, ...) for a feature of this rank."""
+    return (("batch", "length") + (None,) * max(0, ndim - 2))[:ndim]
+
+
+def process_batch_shard(layout: Layout) -> tuple[int, int]:
+    """(shard_index, num_shards): which slice of the global batch this process feeds.
+
+    Processes whose devices hold the same rows of the batch (the `batch` mesh axis does not
+    span them, e.g. a model axis across hosts) get the same index and must feed the same
+    examples. Pass the pair to the data pipeline's shard_index/num_shards.
+    """
+    mesh_axis = layout.rules.get("batch")
+    if mesh_axis is None or not isinstance(layout.mesh, Mesh) or layout.mesh.shape[mesh_axis] == 1:
+        return 0, 1
+    axis = layout.mesh.axis_names.index(mesh_axis)
+    devices = np.moveaxis(layout.mesh.devices, axis, 0)  # [batch ways, ...]
+    rows_by_process: dict[int, set[int]] = {}
+    for row, block in enumerate(devices):
+        for device in np.ravel(block):
+            rows_by_process.setdefault(device.process_index, set()).add(row)
+    slices = sorted({tuple(sorted(rows)) for rows in rows_by_process.values()})
+    for rows in slices:
+        if rows != tuple(range(rows[0], rows[0] + len(rows))) or len(rows) != len(slices[0]):
+            raise LayoutError(
+                f"{layout.describe()} gives processes uneven or non-contiguous batch rows; "
+                f"order the mesh so the {mesh_axis} axis splits evenly across hosts"
+            )
+    mine = tuple(sorted(rows_by_process[jax.process_index()]))
+    return slices.index(mine), len(slices)
+
+
+def host_batch_to_global(batch: Mapping[str, np.ndarray], layout: Layout) -> dict[str, jax.Array]:
+    """Assembles each process's numpy batch into global arrays sharded on `batch` over the mesh.
+
+    Each process passes its own slice (from the pipeline sharded by `process_batch_shard`);
+    the global batch size is the local one times the number of distinct slices.
+    """
+    _, num_shards = process_batch_shard(layout)
+    out = {}
+    for name, value in batch.items():
+        value = np.asarray(value)
+        sharding = layout.sharding(feature_axes(value.ndim))
+        global_shape = (value.shape[0] * num_shards, *value.shape[1:])
+        ways = layout.axis_size("batch") if sharding.spec and sharding.spec[0] is not None else 1
+        if global_shape[0] % ways:
+            raise LayoutError(
+                f"global batch size {global_shape[0]} is not divisible by the batch axis "
+                f"({layout.rules['batch']}:{ways}); pick a batch size that is a multiple of {ways}"
+            )
+        out[name] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+    return out
 
 
 import jax.experimental.mesh_utils  # noqa: E402  (registers jax.experimental.mesh_utils)
