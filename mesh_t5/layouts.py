@@ -129,7 +129,8 @@ class Layout:
 
 
 def _is_axes(x: Any) -> bool:
-    return isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
+    # Exactly a tuple: optax states are NamedTuples (EmptyState() is an empty one) and stay nodes.
+    return type(x) is tuple and all(a is None or isinstance(a, str) for a in x)
 
 
 def _format_mesh(shape: dict[str, int]) -> str:
