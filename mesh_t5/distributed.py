@@ -6,8 +6,10 @@ connect to it. The coordinates come from, in order:
 1. arguments / flags: `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`;
 2. environment: `MESH_T5_COORDINATOR_ADDRESS`, `MESH_T5_NUM_PROCESSES`, `MESH_T5_PROCESS_ID`
    (and optionally `MESH_T5_LOCAL_DEVICE_IDS="0,1"`);
-3. a cluster JAX detects by itself (a Cloud TPU pod slice, SLURM with several tasks, ...):
-   `jax.distributed.initialize()` with no arguments.
+3. a cluster JAX detects by itself (a Cloud TPU pod slice, SLURM with several tasks, Open MPI):
+   `jax.distributed.initialize()` with no arguments. `MESH_T5_DISTRIBUTED=auto` forces this
+   (tpu_scripts/launch.sh sets it: on a TPU VM the worker list comes from the metadata server);
+   `MESH_T5_DISTRIBUTED=off` disables multi-host start-up altogether.
 
 With none of these (one process), nothing happens. Each process then feeds its own slice
 of the global batch (`layouts.process_batch_shard`) and writes only its own checkpoint shards.
@@ -27,6 +29,7 @@ ENV_COORDINATOR = "MESH_T5_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "MESH_T5_NUM_PROCESSES"
 ENV_PROCESS_ID = "MESH_T5_PROCESS_ID"
 ENV_LOCAL_DEVICE_IDS = "MESH_T5_LOCAL_DEVICE_IDS"
+ENV_MODE = "MESH_T5_DISTRIBUTED"  # "auto" | "off" | unset
 
 _initialized = False
 
@@ -67,6 +70,11 @@ def initialize(
     global _initialized
     if _initialized:
         return True
+    mode = os.environ.get(ENV_MODE, "").strip().lower()
+    if mode not in ("", "auto", "off"):
+        raise DistributedError(f"{ENV_MODE}={mode!r} is unknown; use auto, off or leave it unset")
+    if mode == "off":
+        return False
     coordinator_address = coordinator_address or os.environ.get(ENV_COORDINATOR) or None
     num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
     process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
@@ -96,7 +104,7 @@ def initialize(
             process_id=process_id,
             local_device_ids=local_device_ids,
         )
-    elif _cluster_detected():
+    elif mode == "auto" or _cluster_detected():
         jax.distributed.initialize(local_device_ids=local_device_ids)
     else:
         return False
