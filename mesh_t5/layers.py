@@ -1,0 +1,180 @@
+"""T5 building blocks as pure functions over parameter dicts: RMSNorm, embedding lookup,
+bucketed relative position bias, multi-head attention, feed-forward, adapter, dropout.
+
+Shape letters: B batch, T query length, S key length, D embed, H heads, K kv (d_kv),
+F d_ff, A adapter, V vocab, N buckets.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mesh_t5 import layouts
+from mesh_t5.config import T5Config
+
+Params = dict[str, Any]
+
+# Added to masked-out attention logits; finite so that fully masked rows (padding) stay NaN-free.
+MASK_VALUE = -1e10
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """Returns x / rms(x) * scale (no bias, no mean subtraction), variance in float32."""
+    x32 = x.astype(jnp.float32)
+    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)  # [..., 1]
+    return (x32 * jax.lax.rsqrt(variance + eps) * scale).astype(x.dtype)
+
+
+def embed(embedding: jax.Array, tokens: jax.Array, dtype: Any) -> jax.Array:
+    """Returns embedding rows for tokens: [B, T] -> [B, T, D] in dtype."""
+    x = jnp.take(embedding, tokens, axis=0).astype(dtype)  # [B, T, D]
+    return layouts.constrain(x, ("batch", "length", "embed"))
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Returns x with inverted dropout applied; identity when rng is None or rate is 0."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def relative_position_bucket(
+    relative_position: jax.Array, *, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128
+) -> jax.Array:
+    """Returns T5's bucket id in [0, num_buckets) for relative_position = key_pos - query_pos.
+
+    Half the buckets are exact offsets, the other half log-spaced up to max_distance; in
+    the causal case every future offset (> 0) shares bucket 0 with offset 0.
+    """
+    bucket = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_position > 0).astype(relative_position.dtype) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    # max(distance, 1) keeps log finite where the small branch is taken anyway.
+    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(
+        max_distance / max_exact
+    )
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(relative_position.dtype)
+    large = jnp.minimum(large, num_buckets - 1)
+    return bucket + jnp.where(is_small, distance, large)
+
+
+def relative_position_bias(
+    table: jax.Array,
+    query_positions: jax.Array,
+    key_positions: jax.Array,
+    config: T5Config,
+    *,
+    bidirectional: bool,
+) -> jax.Array:
+    """Returns the additive attention bias [B|1, H, T, S] float32 from positions [B|1, T], [B|1, S]."""
+    relative = key_positions[:, None, :] - query_positions[:, :, None]  # [B, T, S]
+    buckets = relative_position_bucket(
+        relative,
+        bidirectional=bidirectional,
+        num_buckets=config.relative_attention_num_buckets,
+        max_distance=config.relative_attention_max_distance,
+    )
+    values = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [B, T, S, H]
+    return jnp.transpose(values, (0, 3, 1, 2))  # [B, H, T, S]
+
+
+def mask_to_bias(mask: jax.Array) -> jax.Array:
+    """Returns 0 where mask is True and MASK_VALUE elsewhere (float32, same shape)."""
+    return jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)
+
+
+def project_kv(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Returns keys and values [B, S, H, K] of x [B, S, D] (cached once per sequence in decoding)."""
+    dtype = x.dtype
+    k = jnp.einsum("BSD,DHK->BSHK", x, params["key"].astype(dtype))
+    v = jnp.einsum("BSD,DHK->BSHK", x, params["value"].astype(dtype))
+    k = layouts.constrain(k, ("batch", "length", "heads", "kv"))
+    v = layouts.constrain(v, ("batch", "length", "heads", "kv"))
+    return k, v
+
+
+def project_q(params: Params, x: jax.Array) -> jax.Array:
+    """Returns queries [B, T, H, K] of x [B, T, D]."""
+    q = jnp.einsum("BTD,DHK->BTHK", x, params["query"].astype(x.dtype))
+    return layouts.constrain(q, ("batch", "length", "heads", "kv"))
+
+
+def attend(
+    params: Params,
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    bias: jax.Array | None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """Returns the attention output [B, T, D] of q [B,T,H,K] over k, v [B,S,H,K] with an additive bias.
+
+    T5 does not scale logits by 1/sqrt(d_kv) (its query init absorbs the factor); the
+    softmax runs in float32 whatever the activation dtype.
+    """
+    dtype = q.dtype
+    logits = jnp.einsum("BTHK,BSHK->BHTS", q, k, preferred_element_type=jnp.float32)
+    if bias is not None:
+        logits = logits + bias  # bias [B|1, H|1, T, S]
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S]
+    weights = dropout(weights, dropout_rate, dropout_rng).astype(dtype)
+    out = jnp.einsum("BHTS,BSHK->BTHK", weights, v)
+    out = jnp.einsum("BTHK,HKD->BTD", out, params["out"].astype(dtype))
+    return layouts.constrain(out, ("batch", "length", "embed"))
+
+
+def attention(
+    params: Params,
+    x_q: jax.Array,
+    x_kv: jax.Array,
+    bias: jax.Array | None,
+    *,
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """Returns multi-head attention of x_q [B, T, D] over x_kv [B, S, D] -> [B, T, D]."""
+    k, v = project_kv(params, x_kv)
+    return attend(
+        params, project_q(params, x_q), k, v, bias, dropout_rate=dropout_rate, dropout_rng=dropout_rng
+    )
+
+
+def _activate(h: jax.Array, name: str, gated: bool) -> jax.Array:
+    if name == "relu":
+        return jax.nn.relu(h)
+    # gated-gelu is HF's gelu_new (tanh approximation); plain "gelu" is HF's exact erf GELU.
+    return jax.nn.gelu(h, approximate=gated)
+
+
+def mlp(params: Params, x: jax.Array, config: T5Config, *, dropout_rng: jax.Array | None = None) -> jax.Array:
+    """Returns the feed-forward block output [B, T, D]: wo(act(wi x)) or wo(act(wi_0 x) * wi_1 x)."""
+    dtype = x.dtype
+    if config.is_gated:
+        h = _activate(jnp.einsum("BTD,DF->BTF", x, params["wi_0"].astype(dtype)), config.activation, True)
+        h = h * jnp.einsum("BTD,DF->BTF", x, params["wi_1"].astype(dtype))
+    else:
+        h = _activate(jnp.einsum("BTD,DF->BTF", x, params["wi"].astype(dtype)), config.activation, False)
+    h = layouts.constrain(h, ("batch", "length", "d_ff"))
+    h = dropout(h, config.dropout_rate, dropout_rng)
+    out = jnp.einsum("BTF,FD->BTD", h, params["wo"].astype(dtype))
+    return layouts.constrain(out, ("batch", "length", "embed"))
+
+
+def adapter(params: Params, x: jax.Array) -> jax.Array:
+    """Returns x + up(relu(down(x))) (paper Table 10 adapter layers), [B, T, D]."""
+    dtype = x.dtype
+    h = jax.nn.relu(jnp.einsum("BTD,DA->BTA", x, params["wi"].astype(dtype)))
+    return x + jnp.einsum("BTA,AD->BTD", h, params["wo"].astype(dtype))

@@ -1,0 +1,490 @@
+"""The T5 network: parameter init and axes, encoder/decoder stacks, forward pass, and cached decoding.
+
+Parameters are plain nested dicts (layout in docs/internals.md); layers of a stack are
+stacked on a leading axis and run with `jax.lax.scan`. Shape letters as in layers.py,
+plus L layers and M the decode cache length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mesh_t5 import layers, layouts
+from mesh_t5.config import T5Config
+
+Params = dict[str, Any]
+
+_SHARED_NAMES = {  # decoder name -> encoder name, for shared_encoder_decoder
+    "self_attention_norm": "attention_norm",
+    "self_attention": "attention",
+    "mlp_norm": "mlp_norm",
+    "mlp": "mlp",
+    "adapter": "adapter",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    shape: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    std: float | None  # None: ones (norm scales); 0.0: zeros
+
+
+def _attention_specs(c: T5Config, n: int) -> dict[str, _Spec]:
+    d, h, k = c.d_model, c.num_heads, c.d_kv
+    qkv_axes = ("layers", "embed", "heads", "kv")
+    return {
+        # The query init absorbs the 1/sqrt(d_kv) that T5 leaves out of the attention logits.
+        "query": _Spec((n, d, h, k), qkv_axes, (d * k) ** -0.5),
+        "key": _Spec((n, d, h, k), qkv_axes, d**-0.5),
+        "value": _Spec((n, d, h, k), qkv_axes, d**-0.5),
+        "out": _Spec((n, h, k, d), ("layers", "heads", "kv", "embed"), (h * k) ** -0.5),
+    }
+
+
+def _norm_spec(c: T5Config, n: int | None) -> dict[str, _Spec]:
+    if n is None:
+        return {"scale": _Spec((c.d_model,), ("embed",), None)}
+    return {"scale": _Spec((n, c.d_model), ("layers", "embed"), None)}
+
+
+def _mlp_specs(c: T5Config, n: int) -> dict[str, _Spec]:
+    wi = _Spec((n, c.d_model, c.d_ff), ("layers", "embed", "d_ff"), c.d_model**-0.5)
+    specs = {"wi_0": wi, "wi_1": wi} if c.is_gated else {"wi": wi}
+    specs["wo"] = _Spec((n, c.d_ff, c.d_model), ("layers", "d_ff", "embed"), c.d_ff**-0.5)
+    return specs
+
+
+def _adapter_specs(c: T5Config, n: int) -> dict[str, _Spec]:
+    # wo starts at zero so an adapter added to a pre-trained model starts as the identity.
+    return {
+        "wi": _Spec((n, c.d_model, c.adapter_dim), ("layers", "embed", "adapter"), c.d_model**-0.5),
+        "wo": _Spec((n, c.adapter_dim, c.d_model), ("layers", "adapter", "embed"), 0.0),
+    }
+
+
+def _stack_specs(c: T5Config, n: int, *, self_name: str, cross: bool, own_ffn: bool) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    if own_ffn:
+        layer[f"{self_name}_norm"] = _norm_spec(c, n)
+        layer[self_name] = _attention_specs(c, n)
+    if cross:
+        layer["cross_attention_norm"] = _norm_spec(c, n)
+        layer["cross_attention"] = _attention_specs(c, n)
+    if own_ffn:
+        layer["mlp_norm"] = _norm_spec(c, n)
+        layer["mlp"] = _mlp_specs(c, n)
+        if c.adapter_dim > 0:
+            layer["adapter"] = _adapter_specs(c, n)
+    return {
+        "relpos_bias": _Spec(
+            (c.relative_attention_num_buckets, c.num_heads), ("relpos_buckets", "heads"), c.d_model**-0.5
+        ),
+        "layers": layer,
+        "final_norm": _norm_spec(c, None),
+    }
+
+
+def _param_specs(c: T5Config) -> dict[str, Any]:
+    specs: dict[str, Any] = {
+        "token_embedder": {"embedding": _Spec((c.vocab_size, c.d_model), ("vocab", "embed"), 1.0)}
+    }
+    if c.has_encoder:
+        specs["encoder"] = _stack_specs(
+            c, c.num_encoder_layers, self_name="attention", cross=False, own_ffn=True
+        )
+    specs["decoder"] = _stack_specs(
+        c,
+        c.num_decoder_layers,
+        self_name="self_attention",
+        cross=c.has_encoder,
+        own_ffn=c.architecture != "shared_encoder_decoder",
+    )
+    if not c.tie_word_embeddings:
+        specs["logits_dense"] = {
+            "kernel": _Spec((c.d_model, c.vocab_size), ("embed", "vocab"), c.d_model**-0.5)
+        }
+    return specs
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, _Spec)
+
+
+def init_params(config: T5Config, rng: jax.Array) -> Params:
+    """Returns freshly initialised float32 parameters (T5's normal init; jittable, eval_shape-able)."""
+    leaves, treedef = jax.tree.flatten(_param_specs(config), is_leaf=_is_spec)
+    keys = jax.random.split(rng, len(leaves))
+
+    def make(spec: _Spec, key: jax.Array) -> jax.Array:
+        if spec.std is None:
+            return jnp.ones(spec.shape, jnp.float32)
+        if spec.std == 0.0:
+            return jnp.zeros(spec.shape, jnp.float32)
+        return spec.std * jax.random.normal(key, spec.shape, jnp.float32)
+
+    return jax.tree.unflatten(treedef, [make(s, k) for s, k in zip(leaves, keys, strict=True)])
+
+
+def param_axes(config: T5Config) -> dict[str, Any]:
+    """Returns the parameter tree with a tuple of logical axis names per leaf."""
+    return jax.tree.map(lambda s: s.axes, _param_specs(config), is_leaf=_is_spec)
+
+
+def param_shapes(config: T5Config) -> dict[str, Any]:
+    """Returns the parameter tree with the shape tuple of each leaf."""
+    return jax.tree.map(lambda s: s.shape, _param_specs(config), is_leaf=_is_spec)
+
+
+# ----------------------------------------------------------------------------- layers and stacks
+
+
+def _split(rng: jax.Array | None, n: int) -> list[jax.Array | None]:
+    return [None] * n if rng is None else list(jax.random.split(rng, n))
+
+
+def _encoder_layer(
+    lp: Params, x: jax.Array, bias: jax.Array, config: T5Config, rng: jax.Array | None
+) -> jax.Array:
+    r = _split(rng, 4)
+    eps, rate = config.layer_norm_epsilon, config.dropout_rate
+    h = layers.rms_norm(x, lp["attention_norm"]["scale"], eps)
+    h = layers.attention(lp["attention"], h, h, bias, dropout_rate=rate, dropout_rng=r[0])
+    x = x + layers.dropout(h, rate, r[1])
+    return _ffn(lp, x, config, r[2], r[3])
+
+
+def _ffn(lp: Params, x: jax.Array, config: T5Config, rng_inner: Any, rng_out: Any) -> jax.Array:
+    h = layers.rms_norm(x, lp["mlp_norm"]["scale"], config.layer_norm_epsilon)
+    h = layers.dropout(layers.mlp(lp["mlp"], h, config, dropout_rng=rng_inner), config.dropout_rate, rng_out)
+    if "adapter" in lp:
+        h = layers.adapter(lp["adapter"], h)
+    x = x + h
+    return layouts.constrain(x, ("batch", "length", "embed"))
+
+
+def _decoder_layer(
+    lp: Params,
+    x: jax.Array,
+    config: T5Config,
+    rng: jax.Array | None,
+    *,
+    self_bias: jax.Array,
+    cross_bias: jax.Array | None,
+    cross_kv: tuple[jax.Array, jax.Array] | None,
+    kv_cache: tuple[jax.Array, jax.Array] | None = None,
+    index: jax.Array | int = 0,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Returns (x [B, T, D], self-attention (keys, values)); with kv_cache, the updated cache [B, M, H, K]."""
+    r = _split(rng, 6)
+    eps, rate = config.layer_norm_epsilon, config.dropout_rate
+    h = layers.rms_norm(x, lp["self_attention_norm"]["scale"], eps)
+    q = layers.project_q(lp["self_attention"], h)
+    k, v = layers.project_kv(lp["self_attention"], h)  # [B, T, H, K]
+    if kv_cache is not None:
+        k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype), index, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype), index, axis=1)
+    h = layers.attend(lp["self_attention"], q, k, v, self_bias, dropout_rate=rate, dropout_rng=r[0])
+    x = x + layers.dropout(h, rate, r[1])
+    if cross_kv is not None:
+        h = layers.rms_norm(x, lp["cross_attention_norm"]["scale"], eps)
+        q = layers.project_q(lp["cross_attention"], h)
+        h = layers.attend(
+            lp["cross_attention"], q, *cross_kv, cross_bias, dropout_rate=rate, dropout_rng=r[2]
+        )
+        x = x + layers.dropout(h, rate, r[3])
+    return _ffn(lp, x, config, r[4], r[5]), (k, v)
+
+
+def _scan(fn: Any, x: jax.Array, xs: Any, remat: bool) -> tuple[jax.Array, Any]:
+    if remat:
+        fn = jax.checkpoint(fn)
+    return jax.lax.scan(fn, x, xs)
+
+
+def decoder_layers(params: Params, config: T5Config) -> Params:
+    """Returns the decoder's stacked layer params (with the encoder's shared entries when shared)."""
+    dec = dict(params["decoder"]["layers"])
+    if config.architecture == "shared_encoder_decoder":
+        enc = params["encoder"]["layers"]
+        dec.update({d: enc[e] for d, e in _SHARED_NAMES.items() if e in enc})
+    return dec
+
+
+def _positions(positions: jax.Array | None, length: int) -> jax.Array:
+    # Without packing every row has positions 0..length-1: one [1, length] row broadcasts.
+    return jnp.arange(length, dtype=jnp.int32)[None] if positions is None else positions.astype(jnp.int32)
+
+
+def _segment_mask(q_seg: jax.Array, k_seg: jax.Array) -> jax.Array:
+    """Returns [B, 1, T, S]: True where query and key share a (non-padding) segment."""
+    return ((q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] != 0))[:, None]
+
+
+def encode(
+    params: Params,
+    encoder_input_tokens: jax.Array,
+    config: T5Config,
+    *,
+    segment_ids: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """Returns the encoder output [B, S, D] in config.dtype (pad keys, id 0, masked unless packed)."""
+    enc = params["encoder"]
+    s = encoder_input_tokens.shape[1]
+    pos = _positions(positions, s)
+    bias = layers.relative_position_bias(enc["relpos_bias"], pos, pos, config, bidirectional=True)
+    if segment_ids is not None:
+        mask = _segment_mask(segment_ids, segment_ids)
+    else:
+        mask = (encoder_input_tokens != config.pad_id)[:, None, None, :]  # [B, 1, 1, S]
+    bias = bias + layers.mask_to_bias(mask)  # [B, H, S, S]
+    r = _split(dropout_rng, 3)
+    x = layers.embed(params["token_embedder"]["embedding"], encoder_input_tokens, config.dtype)
+    x = layers.dropout(x, config.dropout_rate, r[0])
+    n = config.num_encoder_layers
+
+    def body(x: jax.Array, xs: Any) -> tuple[jax.Array, None]:
+        lp, rng = xs
+        return _encoder_layer(lp, x, bias, config, rng), None
+
+    rngs = None if r[1] is None else jax.random.split(r[1], n)
+    x, _ = _scan(body, x, (enc["layers"], rngs), config.remat)
+    x = layers.rms_norm(x, enc["final_norm"]["scale"], config.layer_norm_epsilon)
+    return layers.dropout(x, config.dropout_rate, r[2])
+
+
+def _self_mask(length: int, segment_ids: jax.Array | None, causal_attention: jax.Array | None) -> jax.Array:
+    """Returns the decoder self-attention mask [B|1, 1, T, T]: causal, or fully visible over the prefix."""
+    idx = jnp.arange(length)
+    mask = (idx[None, :] <= idx[:, None])[None, None]  # [1, 1, T, T]
+    if causal_attention is not None:
+        prefix = causal_attention.astype(bool)
+        mask = mask | (prefix[:, :, None] & prefix[:, None, :])[:, None]
+    if segment_ids is not None:
+        mask = mask & _segment_mask(segment_ids, segment_ids)
+    return mask
+
+
+def _logits(params: Params, x: jax.Array, config: T5Config) -> jax.Array:
+    """Returns float32 logits [B, T, V] from the decoder output x [B, T, D]."""
+    if config.tie_word_embeddings:
+        emb = params["token_embedder"]["embedding"].astype(x.dtype)
+        logits = jnp.einsum("BTD,VD->BTV", x * config.d_model**-0.5, emb, preferred_element_type=jnp.float32)
+    else:
+        kernel = params["logits_dense"]["kernel"].astype(x.dtype)
+        logits = jnp.einsum("BTD,DV->BTV", x, kernel, preferred_element_type=jnp.float32)
+    return layouts.constrain(logits, ("batch", "length", "vocab"))
+
+
+def decode(
+    params: Params,
+    encoded: jax.Array | None,
+    batch: Mapping[str, jax.Array],
+    config: T5Config,
+    *,
+    dropout_rng: jax.Array | None = None,
+) -> jax.Array:
+    """Returns decoder logits [B, T, V] float32 over batch["decoder_input_tokens"] (teacher forcing)."""
+    dec = params["decoder"]
+    tokens = batch["decoder_input_tokens"]
+    t = tokens.shape[1]
+    seg = batch.get("decoder_segment_ids")
+    pos = _positions(batch.get("decoder_positions"), t)
+    causal_attention = batch.get("decoder_causal_attention") if config.architecture == "prefix_lm" else None
+    self_bias = layers.relative_position_bias(dec["relpos_bias"], pos, pos, config, bidirectional=False)
+    self_bias = self_bias + layers.mask_to_bias(_self_mask(t, seg, causal_attention))
+    cross_bias = None
+    if encoded is not None:
+        enc_seg = batch.get("encoder_segment_ids")
+        if seg is not None and enc_seg is not None:
+            cross_mask = _segment_mask(seg, enc_seg)
+        else:
+            cross_mask = (batch["encoder_input_tokens"] != config.pad_id)[:, None, None, :]
+        cross_bias = layers.mask_to_bias(cross_mask)
+    r = _split(dropout_rng, 3)
+    x = layers.embed(params["token_embedder"]["embedding"], tokens, config.dtype)
+    x = layers.dropout(x, config.dropout_rate, r[0])
+
+    def body(x: jax.Array, xs: Any) -> tuple[jax.Array, None]:
+        lp, rng = xs
+        cross_kv = None if encoded is None else layers.project_kv(lp["cross_attention"], encoded)
+        x, _ = _decoder_layer(
+            lp, x, config, rng, self_bias=self_bias, cross_bias=cross_bias, cross_kv=cross_kv
+        )
+        return x, None
+
+    rngs = None if r[1] is None else jax.random.split(r[1], config.num_decoder_layers)
+    x, _ = _scan(body, x, (decoder_layers(params, config), rngs), config.remat)
+    x = layers.rms_norm(x, dec["final_norm"]["scale"], config.layer_norm_epsilon)
+    x = layers.dropout(x, config.dropout_rate, r[2])
+    return _logits(params, x, config)
+
+
+def forward(
+    params: Params, batch: Mapping[str, jax.Array], config: T5Config, *, dropout_rng: jax.Array | None = None
+) -> jax.Array:
+    """Returns logits [B, T, V] float32 for a (possibly packed) batch; dropout only with dropout_rng."""
+    r = _split(dropout_rng, 2)
+    encoded = None
+    if config.has_encoder:
+        encoded = encode(
+            params,
+            batch["encoder_input_tokens"],
+            config,
+            segment_ids=batch.get("encoder_segment_ids"),
+            positions=batch.get("encoder_positions"),
+            dropout_rng=r[0],
+        )
+    return decode(params, encoded, batch, config, dropout_rng=r[1])
+
+
+# ----------------------------------------------------------------------------- cached decoding
+#
+# Cache layout (every leaf of rank >= 1 has the batch on axis 1, CACHE_BATCH_AXIS):
+#   self_key, self_value    [L, B, M, H, K]  decoder self-attention keys/values, slot = position
+#   start                   [1, B] int32     first valid slot per row (> 0 for left-aligned short prompts)
+#   cross_key, cross_value  [L, B, S, H, K]  encoder-decoder only: computed once from the encoder output
+#   encoder_mask            [1, B, S] bool   encoder-decoder only: True at non-pad encoder tokens
+#   index                   [] int32         the slot the next decode_step writes (same for every row)
+
+CACHE_BATCH_AXIS = 1
+
+
+def init_decode_cache(
+    params: Params,
+    config: T5Config,
+    *,
+    encoder_input_tokens: jax.Array | None = None,
+    batch_size: int | None = None,
+    max_decode_length: int,
+) -> dict[str, jax.Array]:
+    """Returns an empty decode cache of max_decode_length slots (encoder run once when there is one)."""
+    if config.has_encoder:
+        if encoder_input_tokens is None:
+            raise ValueError(
+                f"architecture={config.architecture} needs encoder_input_tokens to build a cache"
+            )
+        batch_size = encoder_input_tokens.shape[0]
+    elif batch_size is None:
+        raise ValueError("init_decode_cache needs batch_size for a decoder-only model")
+    shape = (config.num_decoder_layers, batch_size, max_decode_length, config.num_heads, config.d_kv)
+    cache = {
+        "self_key": jnp.zeros(shape, config.dtype),
+        "self_value": jnp.zeros(shape, config.dtype),
+        "start": jnp.zeros((1, batch_size), jnp.int32),
+        "index": jnp.zeros((), jnp.int32),
+    }
+    if config.has_encoder:
+        encoded = encode(params, encoder_input_tokens, config)  # [B, S, D]
+        cross = decoder_layers(params, config)["cross_attention"]
+        dtype = encoded.dtype
+        cache["cross_key"] = jnp.einsum("BSD,LDHK->LBSHK", encoded, cross["key"].astype(dtype))
+        cache["cross_value"] = jnp.einsum("BSD,LDHK->LBSHK", encoded, cross["value"].astype(dtype))
+        cache["encoder_mask"] = (encoder_input_tokens != config.pad_id)[None]
+    return cache
+
+
+def _run_cached(
+    params: Params,
+    cache: dict[str, jax.Array],
+    tokens: jax.Array,
+    self_mask: jax.Array,
+    config: T5Config,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Runs tokens [B, T] at slots index..index+T-1 against the cache; returns (logits [B, T, V], cache)."""
+    dec = params["decoder"]
+    index = cache["index"]
+    t, m = tokens.shape[1], cache["self_key"].shape[2]
+    q_slots = (index + jnp.arange(t, dtype=jnp.int32))[None]  # [1, T]
+    k_slots = jnp.arange(m, dtype=jnp.int32)[None]  # [1, M]
+    # Slots are positions: left alignment shifts a row's query and key slots alike, so relative
+    # positions (key - query) are those of the unpadded sequence.
+    self_bias = layers.relative_position_bias(
+        dec["relpos_bias"], q_slots, k_slots, config, bidirectional=False
+    )
+    self_bias = self_bias + layers.mask_to_bias(self_mask)  # [B, H, T, M]
+    cross_bias = None
+    if config.has_encoder:
+        cross_bias = layers.mask_to_bias(cache["encoder_mask"][0][:, None, None, :])  # [B, 1, 1, S]
+    x = layers.embed(params["token_embedder"]["embedding"], tokens, config.dtype)
+    has_cross = config.has_encoder
+
+    def body(x: jax.Array, xs: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        lp, k_cache, v_cache, ck, cv = xs
+        return _decoder_layer(
+            lp,
+            x,
+            config,
+            None,
+            self_bias=self_bias,
+            cross_bias=cross_bias,
+            cross_kv=(ck, cv) if has_cross else None,
+            kv_cache=(k_cache, v_cache),
+            index=index,
+        )
+
+    xs = (
+        decoder_layers(params, config),
+        cache["self_key"],
+        cache["self_value"],
+        cache.get("cross_key"),
+        cache.get("cross_value"),
+    )
+    x, (keys, values) = jax.lax.scan(body, x, xs)
+    x = layers.rms_norm(x, dec["final_norm"]["scale"], config.layer_norm_epsilon)
+    cache = {**cache, "self_key": keys, "self_value": values, "index": index + t}
+    return _logits(params, x, config), cache
+
+
+def decode_step(
+    params: Params, cache: dict[str, jax.Array], last_tokens: jax.Array, config: T5Config
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Returns (logits [B, V] float32 for the token after last_tokens [B], the advanced cache)."""
+    m = cache["self_key"].shape[2]
+    slots = jnp.arange(m)[None]  # [1, M]
+    valid = (slots >= cache["start"][0][:, None]) & (slots <= cache["index"])  # [B, M]
+    logits, cache = _run_cached(params, cache, last_tokens[:, None], valid[:, None, None, :], config)
+    return logits[:, 0], cache
+
+
+def prefill(
+    params: Params,
+    cache: dict[str, jax.Array],
+    prompt_tokens: jax.Array,
+    prompt_lengths: jax.Array,
+    config: T5Config,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    """Runs right-padded prompts [B, P] into an empty cache; returns (cache, last prompt tokens [B]).
+
+    Rows are left-aligned so every prompt ends at slot P-1 (the `start` leaf marks each
+    row's first real slot). Slots 0..P-1 are filled and the cache index is set to P-1, so
+    the first `decode_step(params, cache, last_tokens)` re-runs the last prompt token
+    (writing identical keys/values) and yields the logits of the first new token. For
+    prefix_lm the whole prompt is the fully visible prefix. Prompt lengths must be >= 1.
+    """
+    p = prompt_tokens.shape[1]
+    lengths = prompt_lengths.astype(jnp.int32)
+    shift = p - lengths  # [B]
+    src = jnp.arange(p)[None] - shift[:, None]  # [B, P] source column of each left-aligned slot
+    tokens = jnp.where(
+        src >= 0, jnp.take_along_axis(prompt_tokens, jnp.maximum(src, 0), axis=1), config.pad_id
+    )
+    valid = src >= 0  # [B, P]
+    idx = jnp.arange(p)
+    visible = (idx[None, :] <= idx[:, None])[None]  # [1, P, P] causal
+    if config.architecture == "prefix_lm":
+        visible = visible | (valid[:, :, None] & valid[:, None, :])
+    mask = visible & valid[:, None, :]  # [B, P, P]
+    m = cache["self_key"].shape[2]
+    mask = jnp.pad(mask, ((0, 0), (0, 0), (0, m - p)))[:, None]  # [B, 1, P, M]: unwritten slots masked
+    cache = {**cache, "index": jnp.zeros((), jnp.int32), "start": shift[None]}
+    _, cache = _run_cached(params, cache, tokens, mask, config)
+    cache["index"] = jnp.asarray(p - 1, jnp.int32)
+    return cache, tokens[:, p - 1]
