@@ -5,7 +5,7 @@ library's docstrings. They are read by parsing the source files with `ast` (impo
 stdlib modules would run their side effects), turned into "pages" (one docstring, one
 line per paragraph), cleaned with C4's rules (`mesh_t5.data.c4_filters`), deduplicated,
 and split deterministically into train / validation / test by a hash of their id.
-`mesh_t5.demo_tasks` derives the fine-tuning tasks from the same documents.
+`write_task_files` derives the fine-tuning tasks from the same documents.
 """
 
 from __future__ import annotations
