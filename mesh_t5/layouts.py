@@ -137,13 +137,25 @@ def _format_mesh(shape: dict[str, int]) -> str:
     return ",".join(f"{k}:{v}" for k, v in shape.items())
 
 
-def _check_rules(shape: dict[str, int], rules: dict[str, str]) -> None:
+def _resolve_rules(
+    shape: dict[str, int], layout_rules: str | Sequence[tuple[str, str]] | None
+) -> dict[str, str]:
+    """Parses the rules; a given rule naming a mesh axis the mesh lacks is an error.
+
+    The default rules (None) name both `data` and `model`; on a mesh without one of them
+    (e.g. "data:8") the rules onto the missing axis are dropped: those dimensions stay whole.
+    """
+    if layout_rules is None:
+        rules = parse_layout_rules(DEFAULT_LAYOUT_RULES)
+        return {logical: axis for logical, axis in rules.items() if axis in shape}
+    rules = parse_layout_rules(layout_rules)
     for logical, mesh_axis in rules.items():
         if mesh_axis not in shape:
             raise LayoutError(
                 f"layout rule {logical}:{mesh_axis} names mesh axis {mesh_axis!r}, which mesh_shape "
                 f"({_format_mesh(shape)}) does not have"
             )
+    return rules
 
 
 def make_layout(
@@ -160,8 +172,7 @@ def make_layout(
             f"mesh_shape {_format_mesh(shape)} has {total} devices but {len(devices)} are available; "
             f"make the product of the axis sizes {len(devices)}"
         )
-    rules = parse_layout_rules(DEFAULT_LAYOUT_RULES if layout_rules is None else layout_rules)
-    _check_rules(shape, rules)
+    rules = _resolve_rules(shape, layout_rules)
     try:
         device_array = jax.experimental.mesh_utils.create_device_mesh(tuple(shape.values()), devices)
     except Exception:
@@ -176,8 +187,7 @@ def make_abstract_layout(
 ) -> Layout:
     """Builds a Layout over an AbstractMesh: shardings for planning a mesh that need not exist here."""
     shape = parse_mesh_shape(mesh_shape)
-    rules = parse_layout_rules(DEFAULT_LAYOUT_RULES if layout_rules is None else layout_rules)
-    _check_rules(shape, rules)
+    rules = _resolve_rules(shape, layout_rules)
     return Layout(AbstractMesh(tuple(shape.values()), tuple(shape.keys())), rules)
 
 
