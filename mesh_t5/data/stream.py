@@ -1,0 +1,243 @@
+"""Resumable iterators: every stage has explicit, JSON-serializable state.
+
+Randomness is stateless: each random draw comes from a numpy Generator seeded by
+(seed, a stable hash of the stage's name, counters), so the "rng state" of a stage is just
+its counters, and a restored pipeline draws exactly the numbers an uninterrupted one would.
+
+Items flowing through a task's stages are `(key, example)` pairs; `key` is a tuple of ints
+(epoch, example index, ...) that seeds the per-example randomness of preprocessors.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from mesh_t5.errors import UserError
+
+log = logging.getLogger("mesh_t5.data")
+
+Key = tuple[int, ...]
+Item = tuple[Key, dict[str, Any]]
+
+
+def stable_hash(text: str) -> int:
+    """Returns a process-independent 31-bit hash of `text` (Python's hash() is salted)."""
+    return zlib.crc32(text.encode("utf-8")) & 0x7FFFFFFF
+
+
+def rng_for(*key: int) -> np.random.Generator:
+    """Returns a Generator determined by the integers `key` alone."""
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([int(k) & 0xFFFFFFFFFFFF for k in key]))
+    )
+
+
+class Stream:
+    """An iterator with `get_state() -> dict` and `set_state(dict)`."""
+
+    def __iter__(self) -> Stream:
+        return self
+
+    def __next__(self) -> Any:
+        raise NotImplementedError
+
+    def get_state(self) -> dict:
+        raise NotImplementedError
+
+    def set_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class SourceStream(Stream):
+    """Yields `((epoch, index), example)` from a source split, for `num_epochs` epochs (None = forever).
+
+    Shuffling uses a seeded buffer of `shuffle_buffer_size` examples, reshuffled every epoch with a
+    different seed: a split smaller than the buffer is fully permuted each epoch; a larger one is
+    shuffled locally. The state holds the read position and the *indices* of buffered examples; on
+    restore they are re-read from the source, so no example content is stored in the state.
+    `limit` keeps only global indices < limit (the data-repetition study).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        split: str,
+        *,
+        name: str,
+        shuffle: bool,
+        seed: int,
+        shard_index: int = 0,
+        num_shards: int = 1,
+        num_epochs: int | None = 1,
+        shuffle_buffer_size: int = 10_000,
+        limit: int | None = None,
+    ):
+        self.source, self.split, self.name = source, split, name
+        self.shuffle, self.seed = shuffle, seed
+        self.shard_index, self.num_shards = shard_index, num_shards
+        self.num_epochs, self.buffer_size, self.limit = num_epochs, max(1, shuffle_buffer_size), limit
+        self._salt = stable_hash(f"source:{name}:{split}")
+        self.epoch, self.pos, self.emitted = 0, 0, 0
+        self._buffer: list[tuple[int, dict]] = []
+        self._it: Iterator[dict] | None = None
+        self._exhausted = False
+
+    def _global_index(self, local: int) -> int:
+        return local * self.num_shards + self.shard_index
+
+    def _open(self, start: int) -> None:
+        self._it = iter(self.source.iter_split(self.split, start, self.shard_index, self.num_shards))
+        self._exhausted = False
+
+    def _read(self) -> tuple[int, dict] | None:
+        if self._it is None:
+            self._open(self.pos)
+        if self._exhausted:
+            return None
+        if self.limit is not None and self._global_index(self.pos) >= self.limit:
+            self._exhausted = True
+            return None
+        while True:
+            try:
+                ex = next(self._it)  # type: ignore[arg-type]
+            except StopIteration:
+                self._exhausted = True
+                return None
+            idx = self._global_index(self.pos)
+            self.pos += 1
+            if ex is not None:  # None: a record the source dropped (and counted)
+                return idx, ex
+            if self.limit is not None and self._global_index(self.pos) >= self.limit:
+                self._exhausted = True
+                return None
+
+    def __next__(self) -> Item:
+        while True:
+            if self.num_epochs is not None and self.epoch >= self.num_epochs:
+                raise StopIteration
+            if not self.shuffle:
+                got = self._read()
+            else:
+                while len(self._buffer) < self.buffer_size:
+                    r = self._read()
+                    if r is None:
+                        break
+                    self._buffer.append(r)
+                got = None
+                if self._buffer:
+                    j = int(
+                        rng_for(self.seed, self._salt, self.epoch, self.emitted).integers(len(self._buffer))
+                    )
+                    got = self._buffer[j]
+                    self._buffer[j] = self._buffer[-1]
+                    self._buffer.pop()
+            if got is not None:
+                self.emitted += 1
+                return (self.epoch, got[0]), got[1]
+            if self.emitted == 0:
+                raise UserError(
+                    f"task {self.name!r}: split {self.split!r} (shard {self.shard_index}/{self.num_shards}) "
+                    f"has no examples in {self.source.describe(self.split)}; check the files or the split name"
+                )
+            self.epoch, self.pos, self.emitted = self.epoch + 1, 0, 0
+            self._it = None
+
+    def get_state(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "emitted": self.emitted,
+            "buffer": [i for i, _ in self._buffer],
+        }
+
+    def set_state(self, state: dict) -> None:
+        self.epoch, self.pos, self.emitted = int(state["epoch"]), int(state["pos"]), int(state["emitted"])
+        wanted = [int(i) for i in state["buffer"]]
+        self._buffer = []
+        if wanted:
+            # Re-read the buffered examples: they lie between the oldest buffered index and `pos`.
+            first_local = (min(wanted) - self.shard_index) // self.num_shards
+            found: dict[int, dict] = {}
+            it = iter(self.source.iter_split(self.split, first_local, self.shard_index, self.num_shards))
+            want = set(wanted)
+            for local in range(first_local, self.pos):
+                ex = next(it)
+                idx = self._global_index(local)
+                if idx in want and ex is not None:
+                    found[idx] = ex
+            self._buffer = [(i, found[i]) for i in wanted]
+        self._open(self.pos)
+
+
+class MapStage(Stream):
+    """Applies `fn(key, example) -> example | None` to each item (None drops it); stateless."""
+
+    def __init__(self, upstream: Stream, fn: Callable[[Key, dict], dict | None]):
+        self.upstream, self.fn = upstream, fn
+
+    def __next__(self) -> Item:
+        while True:
+            key, ex = next(self.upstream)
+            out = self.fn(key, ex)
+            if out is not None:
+                return key, out
+
+    def get_state(self) -> dict:
+        return {"upstream": self.upstream.get_state()}
+
+    def set_state(self, state: dict) -> None:
+        self.upstream.set_state(state["upstream"])
+
+
+class MixtureStream(Stream):
+    """Samples the next example from one of several streams with probabilities `rates` (normalised).
+
+    The choice at step k depends only on (seed, mixture name, k): deterministic and resumable.
+    """
+
+    def __init__(self, name: str, streams: dict[str, Stream], rates: dict[str, float], seed: int):
+        total = float(sum(rates.values()))
+        if total <= 0:
+            raise UserError(
+                f"mixture {name!r}: the mixing rates sum to {total}; give at least one positive rate"
+            )
+        self.names = list(streams)
+        self.streams = streams
+        self.probs = np.array([rates[n] / total for n in self.names], dtype=np.float64)
+        self.seed, self._salt, self.step = seed, stable_hash(f"mixture:{name}"), 0
+        self.name = name
+
+    def __next__(self) -> Any:
+        u = rng_for(self.seed, self._salt, self.step).random()
+        i = min(int(np.searchsorted(np.cumsum(self.probs), u, side="right")), len(self.names) - 1)
+        self.step += 1
+        return next(self.streams[self.names[i]])
+
+    def get_state(self) -> dict:
+        return {"step": self.step, "tasks": {n: s.get_state() for n, s in self.streams.items()}}
+
+    def set_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+        for n, s in self.streams.items():
+            s.set_state(state["tasks"][n])
+
+
+class DropKeys(Stream):
+    """Yields the examples of an item stream without their keys."""
+
+    def __init__(self, upstream: Stream):
+        self.upstream = upstream
+
+    def __next__(self) -> dict:
+        return next(self.upstream)[1]
+
+    def get_state(self) -> dict:
+        return self.upstream.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.upstream.set_state(state)

@@ -1,0 +1,1 @@
+"""The registered task and mixture catalogue."""
