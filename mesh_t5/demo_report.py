@@ -91,8 +91,8 @@ def pretraining_verdict(
 ) -> list[str]:
     """Returns one honest sentence per task comparing fine-tuning from pre-training vs from scratch.
 
-    `scores[task]` holds "pretrained" and "scratch" values of the metric `metric_names[task]`
-    (higher is better); the sentence says which won and by how much, whichever way it went.
+    `scores[task]` holds "pretrained" and "scratch" values (percent, higher is better) of the metric
+    `metric_names[task]`; the sentence says which won and by how much, whichever way it went.
     """
     lines = []
     for task, metric in metric_names.items():
@@ -100,7 +100,7 @@ def pretraining_verdict(
         if pre is None or scratch is None:
             lines.append(f"- {task}: not measured.")
             continue
-        diff = 100 * (pre - scratch)
+        diff = pre - scratch
         if abs(diff) < 0.5:
             verdict = "pre-training made no clear difference"
         elif diff > 0:
@@ -108,7 +108,7 @@ def pretraining_verdict(
         else:
             verdict = "pre-training did NOT help here (fine-tuning from scratch scored higher)"
         lines.append(
-            f"- {task}: {metric} {100 * pre:.1f} from the pre-trained checkpoint vs {100 * scratch:.1f} "
+            f"- {task}: {metric} {pre:.1f} from the pre-trained checkpoint vs {scratch:.1f} "
             f"from scratch ({diff:+.1f} points): {verdict}."
         )
     return lines

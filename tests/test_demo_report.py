@@ -46,9 +46,9 @@ def test_shorten_cuts_at_a_word():
 def test_verdict_reports_either_direction_honestly():
     lines = dr.pretraining_verdict(
         {
-            "summarize": {"pretrained": 0.30, "scratch": 0.25},
-            "family": {"pretrained": 0.50, "scratch": 0.60},
-            "same": {"pretrained": 0.5, "scratch": 0.501},
+            "summarize": {"pretrained": 30.0, "scratch": 25.0},
+            "family": {"pretrained": 50.0, "scratch": 60.0},
+            "same": {"pretrained": 50.0, "scratch": 50.1},
         },
         {"summarize": "ROUGE-L", "family": "accuracy", "same": "accuracy", "missing": "accuracy"},
     )

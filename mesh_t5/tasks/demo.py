@@ -31,45 +31,12 @@ MIXTURE = "demo_finetune"
 NAMES = (SPAN_CORRUPTION, SUMMARIZE, FAMILY, MIXTURE)
 
 
-def rouge_metrics(targets: list[str], predictions: list[str]) -> dict[str, float]:
-    """Returns ROUGE-1/2/Lsum F-measures in [0, 1] (mean over examples), Porter-stemmed as T5 does."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=True)
-    if not targets:
-        return {"rouge1": 0.0, "rouge2": 0.0, "rougeLsum": 0.0}
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeLsum": 0.0}
-    for target, prediction in zip(targets, predictions, strict=True):
-        scores = scorer.score(target, prediction)
-        for name in totals:
-            totals[name] += scores[name].fmeasure
-    return {name: value / len(targets) for name, value in totals.items()}
-
-
-def accuracy_metric(targets: list[str], predictions: list[str]) -> dict[str, float]:
-    """Returns {"accuracy": fraction of exact (whitespace-stripped) matches} in [0, 1]."""
-    if not targets:
-        return {"accuracy": 0.0}
-    hits = sum(t.strip() == p.strip() for t, p in zip(targets, predictions, strict=True))
-    return {"accuracy": hits / len(targets)}
-
-
-def _metric_fns() -> tuple[list, list]:
-    """The ROUGE and accuracy metrics: the data package's when it has them, else the ones here."""
-    try:
-        from mesh_t5.data import metrics
-    except ImportError:
-        return [rouge_metrics], [accuracy_metric]
-    rouge = getattr(metrics, "rouge", None)
-    accuracy = getattr(metrics, "accuracy", None)
-    return [rouge or rouge_metrics], [accuracy or accuracy_metric]
-
-
 def register_demo_tasks(data_dir: str | os.PathLike) -> list[str]:
     """Registers (or re-registers) the demo tasks and mixture over the files in `data_dir`; returns their names.
 
     `data_dir` must hold `spm.model` and the JSONL/text files `mesh-t5 demo` writes.
     """
+    from mesh_t5.data import metrics
     from mesh_t5.data import preprocessors as pp
     from mesh_t5.data.objectives import unsupervised_preprocessors
     from mesh_t5.data.registry import Feature, MixtureRegistry, TaskRegistry
@@ -85,7 +52,6 @@ def register_demo_tasks(data_dir: str | os.PathLike) -> list[str]:
         )
     vocab = SentencePieceVocabulary(vocab_path)
     features = {"inputs": Feature(vocab), "targets": Feature(vocab)}
-    rouge, accuracy = _metric_fns()
 
     TaskRegistry.add(
         SPAN_CORRUPTION,
@@ -94,7 +60,10 @@ def register_demo_tasks(data_dir: str | os.PathLike) -> list[str]:
         features,
         overwrite=True,
     )
-    for name, task, metric_fns in ((SUMMARIZE, "summarize", rouge), (FAMILY, "family", accuracy)):
+    for name, task, metric_fns in (
+        (SUMMARIZE, "summarize", [metrics.rouge]),
+        (FAMILY, "family", [metrics.accuracy]),
+    ):
         source = JsonlSource({split: str(root / TASK_FILES[task].format(split=split)) for split in SPLITS})
         TaskRegistry.add(
             name,
