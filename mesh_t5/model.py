@@ -1,0 +1,142 @@
+"""T5Model: a config, its parameters (optionally laid out on a device mesh) and a vocabulary path."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesh_t5 import hf, layouts, losses, network
+from mesh_t5.config import T5Config
+from mesh_t5.errors import UserError
+
+FORMATS = ("hf", "mesh_t5")
+
+
+def _make_layout(mesh_shape: str | None, layout_rules: Any) -> layouts.Layout | None:
+    if mesh_shape is None and layout_rules is None:
+        return None
+    return layouts.make_layout(mesh_shape, layout_rules)
+
+
+def _forward_logits(params: Any, batch: dict[str, jax.Array], config: T5Config) -> jax.Array:
+    return network.forward(params, batch, config)
+
+
+def _mean_loss(params: Any, batch: dict[str, jax.Array], config: T5Config) -> tuple[jax.Array, jax.Array]:
+    logits = network.forward(params, batch, config)
+    weights = batch.get("decoder_loss_weights")
+    loss_sum, aux = losses.cross_entropy(logits, batch["decoder_target_tokens"], weights)
+    return loss_sum, aux["weight_sum"]
+
+
+class T5Model:
+    """A T5-family network with its parameters; `logits` and `loss` jit once per input shape."""
+
+    def __init__(
+        self,
+        config: T5Config,
+        params: Any,
+        vocab_path: str | None = None,
+        layout: layouts.Layout | None = None,
+    ) -> None:
+        self.config = config
+        self.vocab_path = vocab_path
+        self.layout = layout
+        if layout is not None:
+            params = jax.device_put(params, layout.tree_shardings(network.param_axes(config)))
+        else:
+            params = jax.tree.map(jnp.asarray, params)
+        self.params = params
+        self._logits_fn = jax.jit(functools.partial(_forward_logits, config=config))
+        self._loss_fn = jax.jit(functools.partial(_mean_loss, config=config))
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, mesh_shape: str | None = None, layout_rules: Any = None
+    ) -> T5Model:
+        """Returns the model in a Hugging Face T5 dir or a mesh_t5 model/training dir."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise UserError(
+                f"model path {path} does not exist; pass a Hugging Face T5 dir or a mesh_t5 model dir"
+            )
+        layout = _make_layout(mesh_shape, layout_rules)
+        if hf.is_hf_dir(path):
+            config, params, vocab_path = hf.load_hf(path)
+        else:
+            from mesh_t5 import checkpoints
+
+            config, params, vocab_path = checkpoints.load_model(path)
+        return cls(config, params, vocab_path=vocab_path, layout=layout)
+
+    @classmethod
+    def init(
+        cls, config: T5Config, seed: int = 0, mesh_shape: str | None = None, layout_rules: Any = None
+    ) -> T5Model:
+        """Returns a model with random T5-initialised weights (born sharded when a mesh is given)."""
+        layout = _make_layout(mesh_shape, layout_rules)
+        init = functools.partial(network.init_params, config)
+        rng = jax.random.PRNGKey(seed)
+        if layout is None:
+            params = jax.jit(init)(rng)
+        else:
+            # Shapes first, then shardings: no device ever holds the whole parameter set.
+            jax.eval_shape(init, rng)
+            shardings = layout.tree_shardings(network.param_axes(config))
+            params = jax.jit(init, out_shardings=shardings)(rng)
+        return cls(config, params, layout=layout)
+
+    # ------------------------------------------------------------------ computation
+
+    def _run(self, fn: Any, batch: Mapping[str, Any]) -> Any:
+        arrays = {k: jnp.asarray(np.asarray(v)) for k, v in batch.items() if v is not None}
+        with layouts.use_layout(self.layout):
+            return fn(self.params, arrays)
+
+    def logits(self, encoder_input_tokens: Any, decoder_input_tokens: Any) -> np.ndarray:
+        """Returns float32 logits [B, T, V] (teacher forcing); encoder_input_tokens None for decoder-only."""
+        batch: dict[str, Any] = {"decoder_input_tokens": np.asarray(decoder_input_tokens, np.int32)}
+        if self.config.has_encoder:
+            if encoder_input_tokens is None:
+                raise UserError(f"architecture={self.config.architecture} needs encoder_input_tokens")
+            batch["encoder_input_tokens"] = np.asarray(encoder_input_tokens, np.int32)
+        return np.asarray(self._run(self._logits_fn, batch), np.float32)
+
+    def loss(self, batch: Mapping[str, Any]) -> float:
+        """Returns the mean token cross entropy of a feature batch (decoder_loss_weights, else targets > 0)."""
+        loss_sum, weight_sum = self._run(self._loss_fn, batch)
+        return float(loss_sum) / max(float(weight_sum), 1e-9)
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(self, path: str | os.PathLike, format: str = "hf") -> None:
+        """Writes the model as a Hugging Face T5 dir ("hf") or a mesh_t5 model dir ("mesh_t5")."""
+        path = os.fspath(path)
+        if format not in FORMATS:
+            raise UserError(f"format={format!r} is unknown; use one of {', '.join(FORMATS)}")
+        if os.path.isdir(path) and os.listdir(path) and not _is_export(path, format):
+            raise UserError(
+                f"{path} is not empty and is not a previous {format} export; pick a new or empty directory"
+            )
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UserError(f"{path} exists and is not a directory; pick a new or empty directory")
+        if format == "hf":
+            hf.save_hf(path, self.config, self.params, self.vocab_path)
+        else:
+            from mesh_t5 import checkpoints
+
+            checkpoints.save_model(path, self.config, self.params, self.vocab_path, overwrite=True)
+
+
+def _is_export(path: str, format: str) -> bool:
+    if format == "hf":
+        return hf.is_hf_dir(path)
+    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(os.path.join(path, "params"))

@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny T5 configs and random token batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mesh_t5.config import T5Config
+
+
+def tiny_config(**overrides: object) -> T5Config:
+    """Returns a seconds-to-compile T5Config (d_model 32, 2 layers, vocab 64) with overrides."""
+    values: dict[str, object] = dict(
+        vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_encoder_layers=2,
+        num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+    )  # fmt: skip
+    values.update(overrides)
+    return T5Config(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rng() -> np.random.RandomState:
+    return np.random.RandomState(0)
