@@ -284,6 +284,56 @@ class SentencePieceVocabulary(Vocabulary):
         return vocab
 
 
+class LazyVocabulary(Vocabulary):
+    """A vocabulary built on first use by `factory()` (so a task catalogue can be registered
+    without the vocabulary file being present); `missing` is the UserError text if it fails."""
+
+    def __init__(self, factory, description: str):
+        self._factory, self._description, self._vocab = factory, description, None
+
+    def _get(self) -> Vocabulary:
+        if self._vocab is None:
+            self._vocab = self._factory()
+        return self._vocab
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
+
+    @property
+    def vocab_size(self) -> int:  # type: ignore[override]
+        return self._get().vocab_size
+
+    @property
+    def extra_ids(self) -> int:  # type: ignore[override]
+        return self._get().extra_ids
+
+    def encode(self, text: str) -> list[int]:
+        return self._get().encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._get().decode(ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._get().encode_batch(texts)
+
+    def decode_batch(self, ids: Iterable[Iterable[int]]) -> list[str]:
+        return self._get().decode_batch(ids)
+
+    def extra_id(self, i: int) -> int:
+        return self._get().extra_id(i)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"LazyVocabulary({self._description})"
+
+
 def as_int32(ids: Sequence[int]) -> np.ndarray:
     """Returns `ids` as a 1-D int32 numpy array."""
     return np.asarray(ids, dtype=np.int32).reshape(-1)

@@ -155,7 +155,9 @@ def test_other_objectives_shapes():
     tokens = np.random.default_rng(0).integers(3, 259, size=400).astype(np.int32)
     ctx = _ctx(vocab)
     out = obj.deshuffling()({"targets": tokens}, ctx)
-    assert sorted(out["inputs"].tolist()) == sorted(tokens.tolist()) and np.array_equal(out["targets"], tokens)
+    assert sorted(out["inputs"].tolist()) == sorted(tokens.tolist()) and np.array_equal(
+        out["targets"], tokens
+    )
     assert not np.array_equal(out["inputs"], tokens)
     out = obj.mass_style()({"targets": tokens}, _ctx(vocab, key=(2, 0)))
     m = out["inputs"] == vocab.vocab_size - 1

@@ -59,7 +59,9 @@ def _list_of(it, n):
 
 
 def _equal(a, b):
-    return len(a) == len(b) and all(x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b, strict=True)
+    )
 
 
 @pytest.mark.parametrize("kind", ["enc_dec", "lm", "prefix_lm"])
@@ -94,7 +96,11 @@ def test_packing_round_trip(kind):
     assert len(rows) < 60  # several examples per row
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     got = unpack(batch, kind)
-    key = (lambda e: (e["inputs"].tolist(), e["targets"].tolist())) if kind != "lm" else (lambda e: e["targets"].tolist())
+    key = (
+        (lambda e: (e["inputs"].tolist(), e["targets"].tolist()))
+        if kind != "lm"
+        else (lambda e: e["targets"].tolist())
+    )
     assert sorted(map(key, got)) == sorted(map(key, examples))
     # Segment ids from 1, positions restart at 0, decoder inputs = targets shifted right per segment.
     for r in rows:
@@ -115,12 +121,21 @@ def test_packing_round_trip(kind):
 
 def test_unpacked_padding_and_feature_names(registered):
     task = registered(_supervised_task("pipe_sup", 10))
-    it = get_dataset(task.name, {"inputs": 32, "targets": 8}, batch_size=3, shuffle=False, pack=False, num_epochs=1)
+    it = get_dataset(
+        task.name, {"inputs": 32, "targets": 8}, batch_size=3, shuffle=False, pack=False, num_epochs=1
+    )
     b = next(it)
-    assert sorted(b) == ["decoder_input_tokens", "decoder_loss_weights", "decoder_target_tokens", "encoder_input_tokens"]
+    assert sorted(b) == [
+        "decoder_input_tokens",
+        "decoder_loss_weights",
+        "decoder_target_tokens",
+        "encoder_input_tokens",
+    ]
     assert b["encoder_input_tokens"].shape == (3, 32) and b["decoder_target_tokens"].dtype == np.int32
     first = VOCAB.encode(_docs(10, "q")[0][:31])
-    assert b["encoder_input_tokens"][0, :32].tolist() == [*first, 1][:32] + [0] * (32 - min(32, len(first) + 1))
+    assert b["encoder_input_tokens"][0, :32].tolist() == [*first, 1][:32] + [0] * (
+        32 - min(32, len(first) + 1)
+    )
     batches = [b, *it]
     assert len(batches) == 4  # 10 examples / 3, the last filled with zero rows
     assert batches[-1]["decoder_loss_weights"][1:].sum() == 0
@@ -128,7 +143,9 @@ def test_unpacked_padding_and_feature_names(registered):
 
 def test_save_restore_mid_epoch_and_mid_packing(registered):
     docs = _docs(200, "corpus")
-    src = FunctionSource(lambda split: ({"text": d} for d in docs), splits=("train",), num_examples={"train": 200})
+    src = FunctionSource(
+        lambda split: ({"text": d} for d in docs), splits=("train",), num_examples={"train": 200}
+    )
     registered(Task("pipe_sc", src, unsupervised_preprocessors("span_corruption", docs_per_group=8), FEATS,
                     shuffle_buffer_size=32))  # fmt: skip
     registered(_supervised_task("pipe_sup2", 37))
@@ -163,8 +180,11 @@ def test_shuffle_epochs_cover_every_example_once(registered):
 
 def test_sharding_is_disjoint_and_complete(registered):
     task = registered(_supervised_task("pipe_shard", 23))
-    parts = [[e["inputs_pretokenized"] for e in task.get_dataset("train", shard_index=i, num_shards=3)] for i in range(3)]
-    assert sorted(sum(parts, [])) == sorted(_docs(23, "q"))
+    parts = [
+        [e["inputs_pretokenized"] for e in task.get_dataset("train", shard_index=i, num_shards=3)]
+        for i in range(3)
+    ]
+    assert sorted(x for part in parts for x in part) == sorted(_docs(23, "q"))
     assert all(set(a).isdisjoint(b) for a in parts for b in parts if a is not b)
 
 
@@ -197,7 +217,9 @@ def test_mixing_frequencies_match_rates(registered):
 def test_data_repetition_keeps_first_n_tokens(registered):
     docs = [f"{i:03d}" + "x" * 7 for i in range(50)]  # 10 bytes each
     src = FunctionSource(lambda split: ({"text": d} for d in docs), splits=("train",), max_tokens=35)
-    task = registered(Task("pipe_rep", src, [rekey({"targets": "text"}), tokenize], {"targets": Feature(VOCAB)}))
+    task = registered(
+        Task("pipe_rep", src, [rekey({"targets": "text"}), tokenize], {"targets": Feature(VOCAB)})
+    )
     seen = [VOCAB.decode(e["targets"]) for e in task.get_dataset("train", shuffle=True, num_epochs=3)]
     assert sorted(seen[:4]) == [docs[0], docs[1], docs[2], docs[3][:5]]
     assert sum(len(s) for s in seen) == 3 * 35  # repeated for each epoch

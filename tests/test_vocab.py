@@ -5,7 +5,27 @@ import pytest
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary
 
-WORDS = "the quick brown fox jumps over a lazy dog thank you for inviting me to your party last week".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "thank",
+    "you",
+    "for",
+    "inviting",
+    "me",
+    "to",
+    "your",
+    "party",
+    "last",
+    "week",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,12 @@
-"""The registered task and mixture catalogue."""
+"""The registered task and mixture catalogue: C4 (every objective), GLUE, SuperGLUE, SQuAD, CNN/DM, WMT.
+
+Registering needs no data: TFDS datasets (in $TFDS_DATA_DIR) and the vocabulary ($MESH_T5_VOCAB)
+are opened on first use.
+"""
+
+import importlib.util
+
+from mesh_t5.tasks import generation, glue, mixtures  # noqa: F401  (registration side effects)
+
+if importlib.util.find_spec("mesh_t5.tasks.demo") is not None:
+    from mesh_t5.tasks import demo  # noqa: F401
