@@ -66,3 +66,16 @@ def test_required_macro_is_reported_by_name():
             gin_utils.query_macro("MODEL_DIR")
     finally:
         gin.clear_config()
+
+
+def test_tasks_lists_the_catalogue(capsys):
+    assert cli.main(["tasks", "glue_(cola|rte)"]) == 0
+    out = capsys.readouterr().out
+    assert "2 tasks" in out and "glue_cola_v002" in out and "glue_rte_v002" in out
+    assert "super_glue_rte" not in out.replace("glue_rte_v002", "")
+
+
+def test_tasks_bad_module_is_one_line(capsys):
+    assert cli.main(["tasks", "--module", "no_such_module_xyz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--module 'no_such_module_xyz' cannot be imported" in err and "\n" not in err
