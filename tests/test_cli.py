@@ -69,10 +69,10 @@ def test_required_macro_is_reported_by_name():
 
 
 def test_tasks_lists_the_catalogue(capsys):
-    assert cli.main(["tasks", "glue_(cola|rte)"]) == 0
+    assert cli.main(["tasks", "^glue_(cola|rte)"]) == 0
     out = capsys.readouterr().out
     assert "2 tasks" in out and "glue_cola_v002" in out and "glue_rte_v002" in out
-    assert "super_glue_rte" not in out.replace("glue_rte_v002", "")
+    assert "super_glue_rte" not in out
 
 
 def test_tasks_bad_module_is_one_line(capsys):
