@@ -134,7 +134,7 @@ def test_span_corruption_deterministic_per_key():
 def test_bert_style_80_10_10():
     vocab = ByteVocabulary()
     fn = obj.bert_style()
-    changed = masked = same = total = 0
+    changed = masked = total = 0
     for i in range(200):
         tokens = np.random.default_rng(100 + i).integers(3, 259, size=500).astype(np.int32)
         out = fn({"targets": tokens}, _ctx(vocab, key=(1, i)))
@@ -147,7 +147,6 @@ def test_bert_style_80_10_10():
     assert abs(masked / noise - 0.8) < 0.02
     # 10% random tokens, minus those that happened to draw the same token (1/256).
     assert abs(changed / noise - 0.1 * 255 / 256) < 0.01
-    del same
 
 
 def test_other_objectives_shapes():

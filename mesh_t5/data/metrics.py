@@ -17,7 +17,7 @@ from mesh_t5.errors import UserError
 def _check(targets: Sequence, predictions: Sequence) -> None:
     if len(targets) != len(predictions):
         raise UserError(f"{len(targets)} targets but {len(predictions)} predictions; they must pair up")
-    if not targets:
+    if len(targets) == 0:
         raise UserError("no examples to score")
 
 
