@@ -1,0 +1,348 @@
+"""`mesh-t5 demo`: the whole T5 recipe on the Python standard library's docstrings, offline, on a CPU.
+
+corpus (stdlib docstrings, C4-cleaned) -> SentencePiece vocabulary -> span-corruption
+pre-training -> fine-tuning on a mixture of two derived tasks, from the pre-trained checkpoint
+and from scratch -> evaluation against trivial baselines -> beam-search samples -> SavedModel
+export -> loss-curve PNG and a markdown report. Each model step is an ordinary `mesh-t5`
+command, printed before it runs (run in this process so that JAX starts once); every artefact
+goes under --output_dir. Re-running into the same directory resumes an unfinished run and
+refuses a finished one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mesh_t5 import demo_corpus
+from mesh_t5.errors import UserError
+from mesh_t5.tasks import demo as demo_tasks
+
+STEPS = (
+    "corpus",
+    "vocab",
+    "pretrain",
+    "finetune_pretrained",
+    "finetune_scratch",
+    "evaluate",
+    "infer",
+    "export",
+    "report",
+)
+SETTINGS_FILE = "demo_settings.json"
+RESULTS_FILE = "results.json"
+REPORT_FILE = "report.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The sizes of a demo run (the default fits ~15 minutes on 2 CPU cores; --quick ~2 minutes)."""
+
+    quick: bool
+    vocab_size: int  # SentencePiece pieces (plus 100 sentinels)
+    model_gin: str  # gin file under mesh_t5/gin/runs/
+    pretrain_steps: int
+    finetune_steps: int
+    batch_size: int
+    inputs_length: int
+    targets_length: int
+    eval_examples: int  # test examples decoded per task (0: all)
+    num_samples: int  # held-out examples shown with beam search
+    beam_size: int
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(True, 1000, "demo_model_quick.gin", 60, 40, 16, 128, 32, 48, 3, 4)
+        return cls(False, 4000, "demo_model.gin", 1500, 1200, 32, 128, 32, 0, 5, 4)
+
+
+class Run:
+    """The output directory of one demo run: settings, per-step markers, and paths."""
+
+    def __init__(self, output_dir: str, settings: Settings):
+        self.root = Path(output_dir).resolve()
+        self.settings = settings
+        self.data = self.root / "data"
+        self.steps_dir = self.root / ".steps"
+
+    def check_or_start(self) -> bool:
+        """Returns True when resuming; refuses a finished run, another run's directory or a foreign one."""
+        settings_path = self.root / SETTINGS_FILE
+        if (self.root / REPORT_FILE).exists() and self.done("report"):
+            raise UserError(
+                f"{self.root} already holds a finished demo run ({REPORT_FILE}); "
+                "pass a new --output_dir or delete that directory to run again"
+            )
+        wanted = dataclasses.asdict(self.settings)
+        if settings_path.exists():
+            found = json.loads(settings_path.read_text())
+            if found != wanted:
+                which = "--quick" if found.get("quick") else "default"
+                raise UserError(
+                    f"{self.root} holds an unfinished demo run with other settings ({which}); "
+                    "re-run with the same flags to resume, or pass a new --output_dir"
+                )
+            return True
+        if self.root.exists() and any(self.root.iterdir()):
+            raise UserError(
+                f"--output_dir {self.root} is not empty and is not a demo run; pass a new or empty directory"
+            )
+        self.root.mkdir(parents=True, exist_ok=True)
+        settings_path.write_text(json.dumps(wanted, indent=2) + "\n")
+        return False
+
+    def done(self, step: str) -> dict | None:
+        marker = self.steps_dir / f"{step}.json"
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    def mark_done(self, step: str, info: dict) -> None:
+        self.steps_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.steps_dir / f"{step}.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(self.steps_dir / f"{step}.json")  # atomic: a killed step is redone, not half-skipped
+
+
+def say(text: str) -> None:
+    """Prints a progress line and flushes (the demo interleaves with training output)."""
+    print(text, flush=True)
+
+
+def run_step(run: Run, index: int, name: str, title: str, fn: Callable[[], dict]) -> dict:
+    """Runs one step unless its marker exists; prints its number, title and duration; returns its info."""
+    header = f"[{index}/{len(STEPS)}] {title}"
+    previous = run.done(name)
+    if previous is not None:
+        say(f"{header}: done in an earlier run, skipped")
+        return previous
+    say(f"\n{header}")
+    start = time.perf_counter()
+    info = fn()
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    run.mark_done(name, info)
+    say(f"    ({info['seconds']:.0f}s)")
+    return info
+
+
+def mesh_t5(run: Run, argv: Sequence[str]) -> None:
+    """Prints and runs `mesh-t5 ARGV` in this process (the demo tasks are registered here already)."""
+    import gin
+
+    from mesh_t5 import cli
+
+    env = f"{demo_tasks.DEMO_DIR_ENV}={shlex.quote(str(run.data))}"
+    say(f"    $ {env} mesh-t5 {shlex.join(argv)}")
+    gin.clear_config()
+    code = cli.main(list(argv))
+    gin.clear_config()
+    if code:
+        raise UserError(
+            f"`mesh-t5 {argv[0]}` failed (exit {code}, message above); "
+            "fix it and re-run the same demo command to resume"
+        )
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+def step_corpus(run: Run, stdlib_dir: str | None) -> dict:
+    import collections
+
+    counters: collections.Counter = collections.Counter()
+    say(f"    reading docstrings with ast from {stdlib_dir or demo_corpus.default_stdlib_dir()} (no imports)")
+    docs = demo_corpus.collect_documents(stdlib_dir, counters=counters)
+    run.data.mkdir(parents=True, exist_ok=True)
+    demo_corpus.write_documents(docs, run.data / "corpus.jsonl")
+    sizes = {
+        split: demo_corpus.write_pretraining_text(docs, run.data / name, split)
+        for split, name in demo_tasks.PRETRAIN_FILES.items()
+    }
+    counts = demo_corpus.write_task_files(docs, run.data)
+    say(
+        f"    {counters['docstrings']} docstrings in {counters['files']} files -> {len(docs)} clean documents "
+        f"({sum(len(d.text) for d in docs) / 1e6:.2f} MB); pre-training text {sizes['train'] / 1e6:.2f} MB"
+    )
+    for task, by_split in counts.items():
+        say(f"    task {task}: " + ", ".join(f"{n} {split}" for split, n in by_split.items()))
+    return {
+        "counters": dict(counters),
+        "documents": len(docs),
+        "pretrain_bytes": sizes,
+        "task_examples": counts,
+    }
+
+
+def step_vocab(run: Run) -> dict:
+    from mesh_t5.vocab import SentencePieceVocabulary
+
+    path = run.data / demo_tasks.VOCAB_FILE
+    text = run.data / demo_tasks.PRETRAIN_FILES["train"]
+    size = run.settings.vocab_size
+    say(f"    $ python -c 'SentencePieceVocabulary.train({str(text)!r}, {size}, model_path={str(path)!r})'")
+    vocab = SentencePieceVocabulary.train(text, size, model_path=path)
+    sample = "Return the number of items in the queue."
+    pieces = [vocab.decode([i]) for i in vocab.encode(sample)]
+    say(f"    {vocab.vocab_size} ids ({size} pieces + 100 sentinels); {sample!r} -> {pieces}")
+    return {"vocab_size": vocab.vocab_size, "path": str(path)}
+
+
+def baselines(run: Run) -> dict[str, dict[str, float]]:
+    """Returns the trivial baselines on the test split: lead sentence (summarize), majority class (family)."""
+    from mesh_t5.data import metrics
+
+    path = run.data / demo_corpus.TASK_FILES["summarize"]
+    test = demo_corpus.read_examples(str(path).format(split="test"))
+    lead = metrics.rouge([e["targets"] for e in test], [demo_corpus.lead_sentence(e["inputs"]) for e in test])
+    path = run.data / demo_corpus.TASK_FILES["family"]
+    train = demo_corpus.read_examples(str(path).format(split="train"))
+    test = demo_corpus.read_examples(str(path).format(split="test"))
+    label = demo_corpus.majority_label([e["targets"] for e in train])
+    majority = metrics.accuracy([e["targets"] for e in test], [label] * len(test))
+    return {demo_tasks.SUMMARIZE: lead, demo_tasks.FAMILY: {**majority, "label": label}}
+
+
+def read_loss_curve(model_dir: Path, tag: str = "loss") -> list[tuple[int, float]]:
+    """Returns [(step, training loss)] from the TensorBoard events of a `mesh-t5 train` run ([] if none)."""
+    from mesh_t5.logging_utils import read_scalars
+
+    log_dir = model_dir / "train"
+    if not log_dir.is_dir():
+        return []
+    return sorted(read_scalars(str(log_dir)).get(tag, []))
+
+
+HEADLINE_METRIC = {demo_tasks.SUMMARIZE: "rougeLsum", demo_tasks.FAMILY: "accuracy"}
+MODEL_DIRS = {"pretrain": "pretrain", "pretrained": "finetune_pretrained", "scratch": "finetune_scratch"}
+
+
+def step_report(run: Run) -> dict:
+    from mesh_t5 import demo_report as dr
+
+    info = {name: run.done(name) or {} for name in STEPS if name != "report"}
+    scores = info["evaluate"].get(
+        "scores", {}
+    )  # {task: {"pretrained": {...}, "scratch": {...}, "baseline": {...}}}
+    curves = {
+        "pre-training (span corruption)": {
+            "pre-training": read_loss_curve(run.root / MODEL_DIRS["pretrain"])
+        },
+        "fine-tuning (summarize + family mixture)": {
+            "from the pre-trained checkpoint": read_loss_curve(run.root / MODEL_DIRS["pretrained"]),
+            "from scratch": read_loss_curve(run.root / MODEL_DIRS["scratch"]),
+        },
+    }
+    png = dr.plot_loss_curves(curves, run.root / "loss_curves.png", title="mesh-t5 demo: training loss")
+
+    rows = []
+    for task in HEADLINE_METRIC:
+        by_model = scores.get(task, {})
+        baseline = (
+            "lead sentence"
+            if task == demo_tasks.SUMMARIZE
+            else f"majority class ({by_model.get('baseline', {}).get('label', '?')})"
+        )
+        for key in ["rouge1", "rouge2", "rougeLsum"] if task == demo_tasks.SUMMARIZE else ["accuracy"]:
+            rows.append(
+                [task, key, f"{dr.format_number(by_model.get('baseline', {}).get(key))} ({baseline})",
+                 dr.format_number(by_model.get("scratch", {}).get(key)),
+                 dr.format_number(by_model.get("pretrained", {}).get(key))]
+            )  # fmt: skip
+    table = dr.markdown_table(
+        [
+            "task",
+            "metric (test split, %)",
+            "trivial baseline",
+            "fine-tuned from scratch",
+            "pre-trained + fine-tuned",
+        ],
+        rows,
+    )
+    headline = {
+        task: {k: v.get(metric) for k, v in scores.get(task, {}).items() if isinstance(v, dict)}
+        for task, metric in HEADLINE_METRIC.items()
+    }
+    verdict = dr.pretraining_verdict(headline, {t: m for t, m in HEADLINE_METRIC.items()})
+    beats = []
+    for task, metric in HEADLINE_METRIC.items():
+        model, base = headline.get(task, {}).get("pretrained"), headline.get(task, {}).get("baseline")
+        if model is not None and base is not None:
+            word = "beats" if model > base else "does NOT beat"
+            beats.append(
+                f"- {task}: the pre-trained + fine-tuned model {word} the baseline ({metric} {model:.1f} vs {base:.1f})."
+            )
+
+    samples = info["infer"].get("samples", [])
+    sample_text = (
+        "\n\n".join(
+            f"**{s['task']}** — input: {dr.shorten(s['inputs'], 300)}\n\n- target: {s['targets']}\n"
+            + "".join(f"- {name}: {pred}\n" for name, pred in s["predictions"].items())
+            for s in samples
+        )
+        or "(no samples)"
+    )
+
+    corpus = info["corpus"]
+    counters = corpus.get("counters", {})
+    corpus_text = (
+        f"{counters.get('docstrings', '?')} docstrings from {counters.get('files', '?')} standard-library files, "
+        f"read with `ast` (nothing imported), cleaned with C4's rules (`mesh_t5/data/c4_filters.py`) and "
+        f"deduplicated: {corpus.get('documents', '?')} documents; pre-training text "
+        f"{corpus.get('pretrain_bytes', {}).get('train', 0) / 1e6:.2f} MB (train split only).\n\n"
+        + dr.markdown_table(
+            ["task", "train", "validation", "test"],
+            [
+                [t, *(c.get(s, 0) for s in demo_corpus.SPLITS)]
+                for t, c in corpus.get("task_examples", {}).items()
+            ],
+        )
+    )
+    s = run.settings
+    setup = (
+        f"Model: `{s.model_gin}`; vocabulary {info['vocab'].get('vocab_size', '?')} ids; batch {s.batch_size}; "
+        f"lengths inputs {s.inputs_length} / targets {s.targets_length}; pre-training {s.pretrain_steps} steps; "
+        f"fine-tuning {s.finetune_steps} steps from each start; beam size {s.beam_size} for samples."
+    )
+    total = sum(float(i.get("seconds", 0)) for i in info.values())
+    timing = (
+        dr.markdown_table(["step", "seconds"], [[n, info[n].get("seconds", "—")] for n in info])
+        + f"\n\nTotal: {total:.0f} s (steps of this report's run; resumed steps keep their first timing)."
+    )
+    artefacts = dr.markdown_table(
+        ["artefact", "path"],
+        [
+            ["cleaned corpus (JSONL)", "data/corpus.jsonl"],
+            ["task files", "data/summarize_*.jsonl, data/family_*.jsonl, data/pretrain_*.txt"],
+            ["SentencePiece model", f"data/{demo_tasks.VOCAB_FILE}"],
+            ["pre-trained checkpoint", f"{MODEL_DIRS['pretrain']}/checkpoints/"],
+            [
+                "fine-tuned checkpoints",
+                f"{MODEL_DIRS['pretrained']}/checkpoints/, {MODEL_DIRS['scratch']}/checkpoints/",
+            ],
+            ["TensorBoard logs", "*/train/"],
+            ["SavedModel (strings in, strings out)", "saved_model/"],
+            ["loss curves", png.name],
+            ["machine-readable results", RESULTS_FILE],
+        ],
+    )
+    commands = "\n".join(
+        f"    {c}" for name in STEPS if name != "report" for c in info[name].get("commands", [])
+    )
+    sections = [
+        ("Results", table + "\n\n" + "\n".join(beats + verdict)),
+        ("Loss curves", f"![loss curves]({png.name})"),
+        ("Samples (held-out test examples, beam search)", sample_text),
+        ("Corpus", corpus_text),
+        ("Setup", setup),
+        ("Time", timing),
+        ("Artefacts (relative to this directory)", artefacts),
+        ("Commands run", commands or "(none recorded)"),
+    ]
+    report = dr.write_report(run.root / REPORT_FILE, "mesh-t5 demo report", sections)
+    results = {"settings": dataclasses.asdict(s), "scores": scores, "steps": info, "total_seconds": total}
+    (run.root / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    say(f"    report: {report}\n    loss curves: {png}")
+    return {"report": str(report), "png": str(png)}
