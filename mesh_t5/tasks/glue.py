@@ -1,79 +1,172 @@
-"""GLUE and SuperGLUE tasks with T5's text formatting ("cola sentence: ...") and metrics (v002 names)."""
+"""GLUE and SuperGLUE as T5 registers them (t5/data/tasks.py, glue_utils.py): glue_<config>_v002 over
+TFDS glue/<config>:1.0.0 and super_glue_<config>_v102 over super_glue/<config>:1.0.2, with T5's text
+formatting ("cola sentence: ...", "mnli hypothesis: ... premise: ..."), label names, postprocessors and
+metrics; plus T5's simple WSC/DPR tasks and the weight tables of the glue/super_glue mixtures."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from mesh_t5.data import metrics
-from mesh_t5.data.preprocessors import append_eos_after_trim, format_text, stsb_label, tokenize
-from mesh_t5.data.registry import Context, TaskRegistry
-from mesh_t5.data.sources import TfdsSource
+from mesh_t5.data.preprocessors import append_eos_after_trim, tokenize
+from mesh_t5.tasks import text_formats as fmt
 from mesh_t5.tasks.common import (
-    DEFAULT_OUTPUT_FEATURES,
-    TFDS_DATA_DIR,
+    ExpandEach,
+    add_tfds_task,
+    all_match,
+    deduplicate_metric,
+    mean_group_metric,
+    multirc,
+    multirc_f1_over_all_answers,
+    record,
     string_label_to_class_id,
     string_to_float,
+    wsc_simple,
 )
 
-# name: (TFDS name, input fields in T5's (sorted) order, label names or None for STS-B, metrics)
+GLUE_TFDS_VERSION = "1.0.0"  # T5's; `tfds build glue/cola:1.0.0` prepares it (TFDS 4.9 still supports it)
+SUPER_GLUE_TFDS_VERSION = "1.0.2"
+
+_NLI3 = ["entailment", "neutral", "contradiction"]
+_SPLITS = ("train", "validation", "test")
+
+# config: (label names or None for STS-B, splits, metric fns); TFDS builder_config.label_classes.
 GLUE = {
-    "cola": ("glue/cola:2.0.0", ["sentence"], ["unacceptable", "acceptable"], [metrics.matthews_corrcoef]),
-    "sst2": ("glue/sst2:2.0.0", ["sentence"], ["negative", "positive"], [metrics.accuracy]),
-    "mrpc": ("glue/mrpc:2.0.0", ["sentence1", "sentence2"], ["not_equivalent", "equivalent"],
-             [metrics.f1_score_with_invalid, metrics.accuracy]),
-    "qqp": ("glue/qqp:2.0.0", ["question1", "question2"], ["not_duplicate", "duplicate"],
-            [metrics.f1_score_with_invalid, metrics.accuracy]),
-    "stsb": ("glue/stsb:2.0.0", ["sentence1", "sentence2"], None, [metrics.pearson_corrcoef, metrics.spearman_corrcoef]),
-    "mnli": ("glue/mnli:2.0.0", ["hypothesis", "premise"], ["entailment", "neutral", "contradiction"], [metrics.accuracy]),
-    "qnli": ("glue/qnli:2.0.0", ["question", "sentence"], ["entailment", "not_entailment"], [metrics.accuracy]),
-    "rte": ("glue/rte:2.0.0", ["sentence1", "sentence2"], ["entailment", "not_entailment"], [metrics.accuracy]),
-    "wnli": ("glue/wnli:2.0.0", ["sentence1", "sentence2"], ["not_entailment", "entailment"], [metrics.accuracy]),
-}  # fmt: skip
-
-SUPERGLUE = {
-    "boolq": ("super_glue/boolq:1.0.2", ["passage", "question"], ["False", "True"], [metrics.accuracy]),
-    "cb": ("super_glue/cb:1.0.2", ["hypothesis", "premise"], ["entailment", "contradiction", "neutral"],
-           [metrics.mean_multiclass_f1(3), metrics.accuracy]),
-    "copa": ("super_glue/copa:1.0.2", ["choice1", "choice2", "premise", "question"], ["choice1", "choice2"],
+    "cola": (["unacceptable", "acceptable"], _SPLITS,
+             [metrics.matthews_corrcoef]),
+    "sst2": (["negative", "positive"], _SPLITS, [metrics.accuracy]),
+    "mrpc": (["not_equivalent", "equivalent"], _SPLITS, [metrics.f1_score_with_invalid, metrics.accuracy]),
+    "qqp": (["not_duplicate", "duplicate"], _SPLITS, [metrics.f1_score_with_invalid, metrics.accuracy]),
+    "stsb": (None, _SPLITS, [metrics.pearson_corrcoef, metrics.spearman_corrcoef]),
+    "mnli": (_NLI3, ("train", "validation_matched", "validation_mismatched", "test_matched", "test_mismatched"),
              [metrics.accuracy]),
-    "rte": ("super_glue/rte:1.0.2", ["hypothesis", "premise"], ["entailment", "not_entailment"], [metrics.accuracy]),
-    "wic": ("super_glue/wic:1.0.2", ["sentence1", "sentence2", "word"], ["False", "True"], [metrics.accuracy]),
+    "mnli_mismatched": (_NLI3, ("validation", "test"), [metrics.accuracy]),
+    "mnli_matched": (_NLI3, ("validation", "test"), [metrics.accuracy]),
+    "qnli": (["entailment", "not_entailment"], _SPLITS, [metrics.accuracy]),
+    "rte": (["entailment", "not_entailment"], _SPLITS, [metrics.accuracy]),
+    "wnli": (["not_entailment", "entailment"], _SPLITS, [metrics.accuracy]),
+    "ax": (_NLI3, ("test",), []),  # the diagnostic set: test only, cast as MNLI
 }  # fmt: skip
 
+SUPER_GLUE = {
+    "boolq": (["False", "True"], _SPLITS, [metrics.accuracy]),
+    "cb": (["entailment", "contradiction", "neutral"], _SPLITS, [metrics.mean_multiclass_f1(3), metrics.accuracy]),
+    "copa": (["choice1", "choice2"], _SPLITS, [metrics.accuracy]),
+    "multirc": (["False", "True"], _SPLITS, [multirc_f1_over_all_answers, mean_group_metric(all_match)]),
+    "record": (None, _SPLITS, [deduplicate_metric(metrics.squad)]),
+    "rte": (["entailment", "not_entailment"], _SPLITS, [metrics.accuracy]),
+    "wic": (["False", "True"], _SPLITS, [metrics.accuracy]),
+    "axb": (["entailment", "not_entailment"], ("test",), []),  # diagnostics: test only, cast as RTE
+    "axg": (["entailment", "not_entailment"], ("test",), []),
+}  # fmt: skip
 
-def _stsb_format(ex: dict, ctx: Context) -> dict:
-    out = format_text("stsb", ["sentence1", "sentence2"])(ex, ctx)
-    out["targets"] = stsb_label(ex["label"])
-    return out
+# T5's mixture weights (glue_utils.py): the training-set sizes; 0 for eval-only tasks. T5 omits WNLI
+# (it trains on WSC/DPR instead).
+GLUE_WEIGHT_MAPPING = {
+    "glue_cola_v002": 8_551.0,
+    "glue_sst2_v002": 67_349.0,
+    "glue_mrpc_v002": 3_668.0,
+    "glue_qqp_v002": 363_849.0,
+    "glue_stsb_v002": 5_749.0,
+    "glue_mnli_v002": 392_702.0,
+    "glue_qnli_v002": 104_743.0,
+    "glue_rte_v002": 2_490.0,
+    "glue_mnli_mismatched_v002": 0.0,
+    "glue_mnli_matched_v002": 0.0,
+    "glue_ax_v002": 0.0,
+}
+SUPER_GLUE_WEIGHT_MAPPING = {
+    "dpr_v001_simple": 1_322.0,
+    "super_glue_wsc_v102_simple_train": 259.0,
+    "super_glue_wsc_v102_simple_eval": 0.0,
+    "super_glue_boolq_v102": 9_427.0,
+    "super_glue_cb_v102": 250.0,
+    "super_glue_copa_v102": 400.0,
+    "super_glue_multirc_v102": 27_243.0,
+    "super_glue_record_v102": 138_854.0,
+    "super_glue_rte_v102": 2_490.0,
+    "super_glue_wic_v102": 5_428.0,
+    "super_glue_axb_v102": 0.0,
+    "super_glue_axg_v102": 0.0,
+}
+
+_TAIL = [tokenize, append_eos_after_trim]
 
 
-def _register(prefix: str, table: dict[str, tuple], suffix: str) -> list[str]:
+def _formatter(config: str, labels: list[str] | None) -> Callable | ExpandEach:
+    """Returns T5's text preprocessor for a GLUE/SuperGLUE config (get_glue_text_preprocessor)."""
+    if config == "stsb":
+        return fmt.stsb
+    if config == "record":
+        return ExpandEach(fmt.record_examples)
+    benchmark = (
+        "mnli" if ("mnli" in config or config == "ax") else "rte" if config in ("axb", "axg") else config
+    )
+    feature_names = {
+        "multirc": ("question", "answer", "paragraph"),
+        "wic": ("sentence1", "sentence2", "word"),
+    }
+    return fmt.glue(benchmark, labels or [], feature_names=feature_names.get(config))
+
+
+def _postprocessor(config: str, labels: list[str] | None) -> Callable:
+    if config == "stsb":
+        return string_to_float
+    if config == "multirc":
+        return multirc
+    if config == "record":
+        return record
+    return string_label_to_class_id(labels or [])
+
+
+def _register_glue() -> list[str]:
     names = []
-    for short, (tfds_name, fields, labels, metric_fns) in table.items():
-        name = f"{prefix}{short}{suffix}"
-        benchmark = short if prefix == "glue_" else f"{short}"
-        if labels is None:
-            formatter: Any = _stsb_format
-            post: Any = string_to_float
-        else:
-            formatter = format_text(benchmark, fields, "label", labels)
-            post = string_label_to_class_id(labels)
-        splits = {"train": "train", "validation": "validation", "test": "test"}
-        if short == "mnli":
-            splits = {"train": "train", "validation": "validation_matched", "validation_mismatched": "validation_mismatched",
-                      "test": "test_matched"}  # fmt: skip
-        TaskRegistry.add(
-            name,
-            TfdsSource(tfds_name, data_dir=TFDS_DATA_DIR, splits=splits),
-            [formatter, tokenize, append_eos_after_trim],
-            DEFAULT_OUTPUT_FEATURES,
-            postprocess_fn=post,
-            metric_fns=metric_fns,
-            overwrite=True,
-        )
+    for config, (labels, splits, metric_fns) in GLUE.items():
+        name = f"glue_{config}_v002"
+        add_tfds_task(
+            name, f"glue/{config}:{GLUE_TFDS_VERSION}", splits, [_formatter(config, labels), *_TAIL],
+            postprocess_fn=_postprocessor(config, labels), metric_fns=metric_fns,
+        )  # fmt: skip
         names.append(name)
     return names
 
 
-GLUE_TASKS = _register("glue_", GLUE, "_v002")
-SUPERGLUE_TASKS = _register("super_glue_", SUPERGLUE, "_v102")
+def _register_super_glue() -> list[str]:
+    names = []
+    for config, (labels, splits, metric_fns) in SUPER_GLUE.items():
+        name = f"super_glue_{config}_v102"
+        pre: list = [_formatter(config, labels), *_TAIL]
+        if config == "axb":  # premise/hypothesis from sentence1/sentence2, then sorted as T5 does
+            pre.insert(
+                0,
+                fmt.rekey(
+                    {"premise": "sentence1", "hypothesis": "sentence2", "label": "label", "idx": "idx"}
+                ),
+            )
+        passthrough = {"multirc": ("idx/paragraph", "idx/question", "idx/answer"),
+                       "record": ("answers", "idx/passage", "idx/query")}.get(config, ())  # fmt: skip
+        add_tfds_task(
+            name, f"super_glue/{config}:{SUPER_GLUE_TFDS_VERSION}", splits, pre,
+            postprocess_fn=_postprocessor(config, labels), metric_fns=metric_fns, passthrough=passthrough,
+        )  # fmt: skip
+        names.append(name)
+
+    # T5 replaces WSC by a "simple" version: name the referent of the *pronoun*.
+    wsc = f"super_glue/wsc.fixed:{SUPER_GLUE_TFDS_VERSION}"
+    add_tfds_task("super_glue_wsc_v102_simple_train", wsc, ("train",), [fmt.wsc_simple(True), *_TAIL])
+    add_tfds_task(
+        "super_glue_wsc_v102_simple_eval", wsc, ("validation", "test"), [fmt.wsc_simple(False), *_TAIL],
+        postprocess_fn=wsc_simple, metric_fns=[metrics.accuracy], passthrough=("label",),
+    )  # fmt: skip
+    add_tfds_task(
+        "dpr_v001_simple", "definite_pronoun_resolution:1.1.0", ("train", "test"),
+        [fmt.definite_pronoun_resolution_simple, *_TAIL], metric_fns=[metrics.accuracy],
+    )  # fmt: skip
+    return [*names, "super_glue_wsc_v102_simple_train", "super_glue_wsc_v102_simple_eval", "dpr_v001_simple"]
+
+
+GLUE_TASKS = _register_glue()
+SUPER_GLUE_TASKS = _register_super_glue()
+SUPERGLUE_TASKS = SUPER_GLUE_TASKS  # the earlier name
+
+__all__ = ["GLUE_TASKS", "GLUE_WEIGHT_MAPPING", "SUPER_GLUE_TASKS", "SUPER_GLUE_WEIGHT_MAPPING"]
