@@ -223,3 +223,42 @@ def test_data_repetition_keeps_first_n_tokens(registered):
     seen = [VOCAB.decode(e["targets"]) for e in task.get_dataset("train", shuffle=True, num_epochs=3)]
     assert sorted(seen[:4]) == [docs[0], docs[1], docs[2], docs[3][:5]]
     assert sum(len(s) for s in seen) == 3 * 35  # repeated for each epoch
+
+
+class _Examples:
+    """A resumable stream over a fixed list of examples (for the converter tests)."""
+
+    def __init__(self, examples):
+        self.examples, self.i = examples, 0
+
+    def __next__(self):
+        if self.i >= len(self.examples):
+            raise StopIteration
+        self.i += 1
+        return self.examples[self.i - 1]
+
+    def get_state(self):
+        return {"i": self.i}
+
+    def set_state(self, s):
+        self.i = s["i"]
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_prefix_lm_overlong_inputs_keep_one_target(pack):
+    # Regression: inputs filling the whole row used to cut the targets away entirely; the causal mask
+    # then covered every position and read back as (inputs[:-1], one "target" that was an input).
+    fits = {"inputs": np.array([10, 11], np.int32), "targets": np.array([12, 1], np.int32)}
+    long = {"inputs": np.arange(20, 29, dtype=np.int32), "targets": np.array([7, 8, 1], np.int32)}
+    no_targets = {"inputs": np.array([5, 6], np.int32), "targets": np.zeros(0, np.int32)}
+    conv = FeatureConverter("prefix_lm", pack=pack)
+    rows = list(ConvertedStream(_Examples([fits, long, no_targets]), conv, {"inputs": 4, "targets": 2}))
+    assert conv.dropped == 1 and conv.truncated == 1
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    got = [(e["inputs"].tolist(), e["targets"].tolist()) for e in unpack(batch, "prefix_lm")]
+    assert got == [([10, 11], [12, 1]), ([20, 21, 22, 23, 24], [7])]
+    row = rows[-1]  # the overlong example alone in its row (6 = 4 + 2 positions)
+    seg = row["decoder_segment_ids"] == row["decoder_segment_ids"].max() if pack else np.ones(6, bool)
+    assert row["decoder_target_tokens"][seg].tolist() == [20, 21, 22, 23, 24, 7]
+    assert row["decoder_causal_attention"][seg].tolist() == [1, 1, 1, 1, 1, 1]  # 5 inputs + first target
+    assert row["decoder_loss_weights"][seg].tolist() == [0, 0, 0, 0, 0, 1]

@@ -5,7 +5,8 @@
 - "lm" (decoder-only): targets only, decoder_* features of length L_tgt.
 - "prefix_lm": decoder sequence = inputs + targets (length L_in + L_tgt), plus
   decoder_causal_attention (1 over the inputs and the first target position); loss weights
-  cover only the targets unless loss_on_targets_only=False.
+  cover only the targets unless loss_on_targets_only=False. An example longer than the row keeps at
+  least one target token (its inputs are cut first), so the mask always tells inputs from targets.
 
 Packing: greedy first-fit. Each example goes into the first open row where it fits; when none
 does, a new row opens, and when more than `pack_window` rows are open the oldest is emitted.
@@ -42,6 +43,7 @@ class FeatureConverter:
             raise UserError(f"feature_converter={kind!r} is unknown; pick one of {', '.join(CONVERTERS)}")
         self.kind, self.pack, self.loss_on_targets_only = kind, pack, loss_on_targets_only
         self.truncated = 0
+        self.dropped = 0
 
     def model_lengths(self, task_lengths: Mapping[str, int]) -> dict[str, int]:
         """Returns {"encoder": L, "decoder": L} (only the parts this converter has)."""
@@ -58,8 +60,11 @@ class FeatureConverter:
             return {"decoder": int(task_lengths["targets"])}
         return {"decoder": int(task_lengths["inputs"]) + int(task_lengths["targets"])}
 
-    def segment(self, ex: Mapping[str, Any], lengths: Mapping[str, int]) -> dict[str, list[int]]:
-        """Returns one example's parts {"inputs": [...], "targets": [...]} trimmed to fit a row."""
+    def segment(self, ex: Mapping[str, Any], lengths: Mapping[str, int]) -> dict[str, list[int]] | None:
+        """Returns one example's parts {"inputs": [...], "targets": [...]} trimmed to fit a row.
+
+        prefix_lm: the inputs are trimmed first so that at least one target token stays; an example
+        without targets gives None (dropped, counted in `dropped`)."""
         targets = np.asarray(ex["targets"], dtype=np.int32).reshape(-1)
         inputs = np.asarray(ex.get("inputs", ()), dtype=np.int32).reshape(-1) if self.kind != "lm" else None
         if self.kind == "enc_dec":
@@ -74,9 +79,17 @@ class FeatureConverter:
                 self.truncated += 1
             return {"targets": targets[: lengths["decoder"]].tolist()}
         room = lengths["decoder"]
+        if len(targets) == 0:
+            # Nothing to predict, and no first target position for decoder_causal_attention to mark.
+            if not self.dropped:
+                log.warning("prefix_lm: examples without targets are dropped (count in converter.dropped)")
+            self.dropped += 1
+            return None
         if len(inputs) + len(targets) > room:
             self.truncated += 1
-        inputs = inputs[:room]
+        # Keep at least one target position: were the targets cut away entirely, the causal mask
+        # (inputs + the first target position) would claim one input token as a target.
+        inputs = inputs[: room - 1]
         return {"inputs": inputs.tolist(), "targets": targets[: room - len(inputs)].tolist()}
 
     def sizes(self, seg: Mapping[str, list[int]]) -> dict[str, int]:
@@ -171,6 +184,8 @@ class ConvertedStream(Stream):
                 self.ready.append(self.open.pop(0))  # flush at the end of the data
                 break
             seg = self.converter.segment(ex, self.lengths)
+            if seg is None:
+                continue
             if not self.converter.pack:
                 self.ready.append([seg])
                 break
