@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -283,8 +283,3 @@ def multirc_f1_over_all_answers(
 ) -> dict[str, float]:
     """Returns T5's MultiRC F1: binary F1 over every answer's "value" (invalid predictions count wrong)."""
     return metrics.f1_score_with_invalid([t["value"] for t in targets], [p["value"] for p in predictions])
-
-
-def names(tasks: Iterable[Task | str]) -> list[str]:
-    """Returns the names of tasks given as Task objects or names."""
-    return [t.name if isinstance(t, Task) else t for t in tasks]
