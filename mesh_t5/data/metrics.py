@@ -92,7 +92,8 @@ def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float
     from rouge_score import rouge_scorer, scoring
 
     _check(targets, predictions)
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=True)
+    # T5 scores without a stemmer (t5/evaluation/metrics.py); keep it so numbers compare.
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"])
     agg = scoring.BootstrapAggregator()
     for t, p in zip(targets, predictions, strict=True):
         # rougeLsum treats newlines as sentence boundaries.
@@ -102,7 +103,7 @@ def rouge(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float
 
 
 def bleu(targets: Sequence[str] | Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
-    """Returns {"bleu": corpus sacreBLEU} (13a tokenization, exp smoothing, as T5's WMT metric).
+    """Returns {"bleu": corpus sacreBLEU} ("intl" tokenization, exp smoothing: T5's WMT metric).
     Targets may be strings or lists of reference strings (the same count for every example)."""
     import sacrebleu
 
@@ -111,7 +112,7 @@ def bleu(targets: Sequence[str] | Sequence[Sequence[str]], predictions: Sequence
         refs = [list(map(str, targets))]
     else:
         refs = [list(r) for r in zip(*targets, strict=True)]
-    score = sacrebleu.corpus_bleu(list(map(str, predictions)), refs, smooth_method="exp", tokenize="13a")
+    score = sacrebleu.corpus_bleu(list(map(str, predictions)), refs, smooth_method="exp", tokenize="intl")
     return {"bleu": float(score.score)}
 
 
