@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import jax
 import numpy as np
 import pytest
 
+from mesh_t5 import network
 from mesh_t5.config import T5Config
 
 
@@ -21,3 +26,15 @@ def tiny_config(**overrides: object) -> T5Config:
 @pytest.fixture
 def rng() -> np.random.RandomState:
     return np.random.RandomState(0)
+
+
+@functools.cache
+def tiny_params(config: T5Config) -> Any:
+    """Returns (cached per config) random parameters: compiling init is the slow part of these tests."""
+    return jax.jit(functools.partial(network.init_params, config))(jax.random.PRNGKey(0))
+
+
+@functools.cache
+def jitted_forward(config: T5Config) -> Any:
+    """Returns a jitted forward(params, batch) for config (one compile per config and shape)."""
+    return jax.jit(functools.partial(network.forward, config=config))
