@@ -1,0 +1,371 @@
+"""Inference over a network's parameters: generate token ids or text, score targets, ensembles.
+
+Plain functions of (config, params, ...) that `T5Model` wraps. Decoding runs the cached decoder
+(`network.init_decode_cache` / `prefill` / `decode_step`) through `mesh_t5.decoding`; each
+(config, options, layout) gets one jitted function, which jit caches per input shape.
+
+Decoder-only and prefix-LM models read `encoder_input_tokens` as the prompt: the decoder sequence
+is [0, prompt..., continuation...] as the feature converters build it in training, and the
+returned ids are the continuation only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesh_t5 import decoding, layouts, network
+from mesh_t5.config import T5Config
+from mesh_t5.errors import UserError
+from mesh_t5.vocab import Vocabulary
+
+log = logging.getLogger("mesh_t5.inference")
+
+Params = Any
+
+
+def _check_options(
+    max_decode_length: int, beam_size: int, alpha: float, temperature: float, top_k: int, top_p: float
+):
+    if not isinstance(max_decode_length, int | np.integer) or max_decode_length < 1:
+        raise UserError(f"max_decode_length={max_decode_length} must be an integer >= 1")
+    if not isinstance(beam_size, int | np.integer) or beam_size < 1:
+        raise UserError(f"beam_size={beam_size} must be an integer >= 1 (1 = greedy or sampling)")
+    if temperature < 0:
+        raise UserError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+    if beam_size > 1 and temperature > 0:
+        raise UserError(
+            f"temperature={temperature} samples, beam_size={beam_size} searches; set one of them aside"
+        )
+    if top_k < 0:
+        raise UserError(f"top_k={top_k} must be >= 0 (0 = no top-k cut)")
+    if not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p={top_p} must be in (0, 1] (1 = no nucleus cut)")
+    if alpha < 0:
+        raise UserError(f"alpha={alpha} must be >= 0 (T5 uses 0.6)")
+
+
+def _as_tokens(tokens: Any, name: str) -> np.ndarray:
+    array = np.asarray(tokens)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise UserError(
+            f"{name} must be a 2-D integer array [batch, length]; got shape {array.shape} {array.dtype}"
+        )
+    return array.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- traced pieces
+
+
+def _length(tokens: jax.Array, pad_id: int) -> jax.Array:
+    """Returns [B]: one past the last non-pad position of each row of tokens [B, T]."""
+    return jnp.max(jnp.arange(1, tokens.shape[1] + 1)[None] * (tokens != pad_id), axis=1, initial=0)
+
+
+def _start(params: Params, config: T5Config, inputs: jax.Array, max_decode_length: int):
+    """Returns (cache, start_tokens [B]) ready for the first decode_step."""
+    if config.has_encoder:
+        cache = network.init_decode_cache(
+            params, config, encoder_input_tokens=inputs, max_decode_length=max_decode_length
+        )
+        start = jnp.full((inputs.shape[0],), config.decoder_start_token_id, jnp.int32)
+        return cache, start
+    # Prompt = [start, inputs...] (right-padded); its length counts up to the last non-pad input.
+    batch, s = inputs.shape
+    prompt = jnp.concatenate([jnp.full((batch, 1), config.decoder_start_token_id, jnp.int32), inputs], axis=1)
+    lengths = _length(inputs, config.pad_id) + 1  # [B]
+    cache = network.init_decode_cache(
+        params, config, batch_size=batch, max_decode_length=s + 1 + max_decode_length
+    )
+    return network.prefill(params, cache, prompt, lengths, config)
+
+
+def _decode(
+    params_list: tuple[Params, ...],
+    inputs: jax.Array,
+    rng: jax.Array,
+    *,
+    config: T5Config,
+    max_decode_length: int,
+    beam_size: int,
+    alpha: float,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Returns (tokens [B, L], scores [B]) from one model, or from the ensemble of params_list."""
+    caches, fns = [], []
+    for params in params_list:
+        cache, start = _start(params, config, inputs, max_decode_length)
+        caches.append(cache)
+        fns.append(functools.partial(_step, params, config=config))
+    if len(fns) == 1:
+        fn, cache = fns[0], caches[0]
+    else:
+        fn, cache = decoding.ensemble_tokens_to_logits(fns), tuple(caches)
+    common = dict(
+        batch_size=inputs.shape[0], max_decode_length=max_decode_length, start_tokens=start,
+        eos_id=config.eos_id, cache_batch_axis=network.CACHE_BATCH_AXIS,
+    )  # fmt: skip
+    if beam_size > 1:
+        tokens, scores = decoding.beam_search(
+            fn, cache, beam_size=beam_size, alpha=alpha, num_decodes=1, **common
+        )
+        return tokens[:, 0], scores[:, 0]
+    if temperature > 0:
+        return decoding.temperature_sample(
+            fn, cache, rng, temperature=temperature, top_k=top_k, top_p=top_p, **common
+        )
+    return decoding.greedy_decode(fn, cache, **common)
+
+
+def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Config):
+    return network.decode_step(params, cache, last_tokens, config)
+
+
+def _layout_key(layout: layouts.Layout | None) -> Any:
+    return None if layout is None else (layout.mesh, tuple(sorted(layout.rules.items())))
+
+
+_JITTED: dict[Any, Any] = {}
+
+
+def _jitted(fn: Any, key: Any, **static: Any) -> Any:
+    """One jax.jit per (function, static options, layout); jit itself caches per input shape."""
+    full_key = (fn.__name__, key, tuple(sorted(static.items())))
+    if full_key not in _JITTED:
+        _JITTED[full_key] = jax.jit(functools.partial(fn, **static))
+    return _JITTED[full_key]
+
+
+def _run(fn: Any, layout: layouts.Layout | None, *args: Any) -> Any:
+    with layouts.use_layout(layout):
+        return fn(*args)
+
+
+# ----------------------------------------------------------------------------- token-level API
+
+
+def generate_tokens_and_scores(
+    config: T5Config,
+    params_list: Sequence[Params],
+    encoder_input_tokens: Any,
+    *,
+    max_decode_length: int = 64,
+    beam_size: int = 1,
+    alpha: float = 0.6,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    layout: layouts.Layout | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (tokens [B, L] int32, scores [B] float32) decoded by one model or an ensemble.
+
+    Scores are summed log-probabilities of the tokens up to EOS (beam search: divided by the
+    length penalty ((5 + len) / 6) ** alpha).
+    """
+    _check_options(max_decode_length, beam_size, alpha, temperature, top_k, top_p)
+    if not params_list:
+        raise UserError("no parameters to decode with; pass at least one set of params")
+    inputs = _as_tokens(encoder_input_tokens, "encoder_input_tokens")
+    fn = _jitted(
+        _decode, _layout_key(layout), config=config, max_decode_length=int(max_decode_length),
+        beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
+        top_p=float(top_p),
+    )  # fmt: skip
+    tokens, scores = _run(fn, layout, tuple(params_list), jnp.asarray(inputs), jax.random.key(seed))
+    return np.asarray(tokens, np.int32), np.asarray(scores, np.float32)
+
+
+def generate_tokens(
+    config: T5Config, params: Params, encoder_input_tokens: Any, **options: Any
+) -> np.ndarray:
+    """Returns decoded ids [B, L] int32 without the start token, PAD after EOS (top beam if beam_size > 1).
+
+    Options: max_decode_length=64, beam_size=1, alpha=0.6, temperature=0.0 (greedy), top_k=0,
+    top_p=1.0, seed=0, layout=None (a `layouts.Layout` the params are laid out on).
+    """
+    return generate_tokens_and_scores(config, [params], encoder_input_tokens, **options)[0]
+
+
+def generate_tokens_ensemble(
+    config: T5Config, params_list: Sequence[Params], encoder_input_tokens: Any, **options: Any
+) -> np.ndarray:
+    """Returns ids [B, L] decoded from the mean log-probabilities of several models of one config."""
+    return generate_tokens_and_scores(config, list(params_list), encoder_input_tokens, **options)[0]
+
+
+def _score(params: Params, inputs: jax.Array, targets: jax.Array, *, config: T5Config) -> jax.Array:
+    """Returns [B] summed log-probabilities of targets [B, T] up to their first EOS (else their last
+    non-pad token): a PAD the model emitted mid-sequence counts, as it does in decoding's scores."""
+    t = targets.shape[1]
+    t_pos = jnp.arange(t)[None]  # [1, T]
+    is_eos = targets == config.eos_id
+    after_eos = (jnp.cumsum(is_eos, axis=1) - is_eos) > 0
+    t_weights = (t_pos < _length(targets, config.pad_id)[:, None]) & ~after_eos  # [B, T]
+    if config.has_encoder:
+        batch = {"encoder_input_tokens": inputs}
+        seq, weights = targets, t_weights
+    else:
+        # Decoder sequence = inputs (up to their last non-pad token) then targets, per row.
+        n_in = _length(inputs, config.pad_id)[:, None]  # [B, 1]
+        pos = jnp.arange(inputs.shape[1] + t)[None]  # [1, S+T]
+        t_idx = jnp.clip(pos - n_in, 0, t - 1)  # [B, S+T]
+        in_idx = jnp.broadcast_to(jnp.clip(pos, 0, inputs.shape[1] - 1), t_idx.shape)
+        in_target = (pos >= n_in) & (pos - n_in < t)
+        seq = jnp.where(
+            pos < n_in,
+            jnp.take_along_axis(inputs, in_idx, axis=1),
+            jnp.where(in_target, jnp.take_along_axis(targets, t_idx, axis=1), config.pad_id),
+        )  # [B, S+T]
+        weights = in_target & jnp.take_along_axis(t_weights, t_idx, axis=1)
+        batch = {}
+        if config.architecture == "prefix_lm":
+            batch["decoder_causal_attention"] = (pos <= n_in).astype(jnp.int32)
+    batch["decoder_target_tokens"] = seq
+    batch["decoder_input_tokens"] = jnp.pad(seq, ((0, 0), (1, 0)))[:, :-1]  # shift right, start = PAD
+    logits = network.forward(params, batch, config)  # [B, T, V]
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    token_lp = jnp.take_along_axis(log_probs, seq[:, :, None], axis=-1)[:, :, 0]  # [B, T]
+    return jnp.sum(jnp.where(weights, token_lp, 0.0), axis=1)
+
+
+def score_tokens(
+    config: T5Config,
+    params: Params,
+    encoder_input_tokens: Any,
+    target_tokens: Any,
+    *,
+    layout: layouts.Layout | None = None,
+) -> np.ndarray:
+    """Returns [B] float32 log-likelihoods of target_tokens [B, T] (with EOS, PAD-padded) given the inputs.
+
+    Tokens count up to the first EOS (or the last non-pad one), so decoded outputs score as decoding did.
+    """
+    inputs = _as_tokens(encoder_input_tokens, "encoder_input_tokens")
+    targets = _as_tokens(target_tokens, "target_tokens")
+    if inputs.shape[0] != targets.shape[0]:
+        raise UserError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets; pass one target per input")
+    fn = _jitted(_score, _layout_key(layout), config=config)
+    return np.asarray(_run(fn, layout, params, jnp.asarray(inputs), jnp.asarray(targets)), np.float32)
+
+
+# ----------------------------------------------------------------------------- text-level API
+
+
+def _bucket(n: int) -> int:
+    """Pads lengths to a power of two (>= 8): a handful of compiled shapes instead of one per batch."""
+    return max(8, 1 << max(0, n - 1).bit_length())
+
+
+def tokenize_batch(
+    vocab: Vocabulary, texts: Sequence[str], max_length: int, what: str = "inputs"
+) -> np.ndarray:
+    """Returns [B, bucket] int32: each text's ids + EOS, right-padded; longer ones cut to max_length
+    (EOS kept, as seqio's append_eos_after_trim) with one warning that counts them."""
+    if max_length < 1:
+        raise UserError(f"max {what} length {max_length} must be >= 1")
+    rows, cut = [], 0
+    for text in texts:
+        if not isinstance(text, str):
+            raise UserError(f"{what} must be strings; got {type(text).__name__}")
+        ids = vocab.encode(text)
+        if len(ids) + 1 > max_length:
+            cut += 1
+            ids = ids[: max_length - 1]
+        rows.append([*ids, vocab.eos_id])
+    if cut:
+        log.warning(
+            "%d of %d %s longer than %d tokens (with EOS) were truncated", cut, len(texts), what, max_length
+        )
+    width = min(_bucket(max((len(r) for r in rows), default=1)), max(max_length, 1))
+    out = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
+def _batches(n: int, batch_size: int | None) -> list[tuple[int, int]]:
+    size = batch_size or n
+    return [(i, min(i + size, n)) for i in range(0, n, max(size, 1))]
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Pads a [b, T] batch to `rows` with rows holding just EOS (a valid, empty input): every batch has
+    one shape, and the extra rows are trimmed afterwards."""
+    out = np.zeros((rows, array.shape[1]), np.int32)
+    out[: array.shape[0]] = array
+    out[array.shape[0] :, 0] = 1  # EOS
+    return out
+
+
+def generate_with_scores(
+    config: T5Config,
+    params_list: Sequence[Params],
+    vocab: Vocabulary,
+    texts: Sequence[str],
+    *,
+    max_input_length: int = 512,
+    batch_size: int | None = 32,
+    **options: Any,
+) -> tuple[list[str], list[float]]:
+    """Returns (decoded texts, scores) for `texts`, decoding batch_size texts at a time (the last
+    batch padded to the same shape and trimmed). Options as `generate_tokens`."""
+    texts = list(texts)
+    outputs: list[str] = []
+    scores: list[float] = []
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size={batch_size} must be >= 1")
+    for lo, hi in _batches(len(texts), batch_size):
+        tokens = tokenize_batch(vocab, texts[lo:hi], max_input_length)
+        rows = (batch_size or len(texts)) if hi - lo < (batch_size or 0) else hi - lo
+        ids, sc = generate_tokens_and_scores(config, params_list, _pad_rows(tokens, rows), **options)
+        outputs += vocab.decode_batch(ids[: hi - lo].tolist())
+        scores += sc[: hi - lo].tolist()
+    return outputs, scores
+
+
+def generate(
+    config: T5Config, params: Params, vocab: Vocabulary, texts: Sequence[str], **options: Any
+) -> list[str]:
+    """Returns one decoded string per input text (tokenized with EOS; empty strings allowed).
+
+    Options: those of `generate_tokens`, plus max_input_length=512 (longer inputs are truncated
+    with a counted warning) and batch_size=32.
+    """
+    return generate_with_scores(config, [params], vocab, texts, **options)[0]
+
+
+def score(
+    config: T5Config,
+    params: Params,
+    vocab: Vocabulary,
+    inputs: Sequence[str],
+    targets: Sequence[str],
+    *,
+    max_input_length: int = 512,
+    max_target_length: int = 512,
+    batch_size: int | None = 32,
+    layout: layouts.Layout | None = None,
+) -> np.ndarray:
+    """Returns [B] float32 log-likelihoods of each target text (tokens + EOS) given its input text."""
+    inputs, targets = list(inputs), list(targets)
+    if len(inputs) != len(targets):
+        raise UserError(f"{len(inputs)} inputs but {len(targets)} targets; pass one target per input")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size={batch_size} must be >= 1")
+    out: list[np.ndarray] = []
+    for lo, hi in _batches(len(inputs), batch_size):
+        enc = tokenize_batch(vocab, inputs[lo:hi], max_input_length, "inputs")
+        tgt = tokenize_batch(vocab, targets[lo:hi], max_target_length, "targets")
+        rows = (batch_size or len(inputs)) if hi - lo < (batch_size or 0) else hi - lo
+        result = score_tokens(config, params, _pad_rows(enc, rows), _pad_rows(tgt, rows), layout=layout)
+        out.append(result[: hi - lo])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -1,0 +1,247 @@
+"""Inference on tiny random networks: cached decoding vs uncached forward passes, scores, HF parity."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mesh_t5 import inference, network
+from mesh_t5.config import T5Config
+from mesh_t5.errors import UserError
+from mesh_t5.vocab import ByteVocabulary
+
+EOS = 1
+
+
+def _config(architecture: str = "encoder_decoder", **changes) -> T5Config:
+    base = dict(
+        vocab_size=48, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16, architecture=architecture,
+    )  # fmt: skip
+    return T5Config(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = {}
+    for i, arch in enumerate(["encoder_decoder", "decoder_only", "prefix_lm"]):
+        config = _config(arch)
+        params = network.init_params(config, jax.random.key(10 + i))
+        # Sharpen the output distribution so argmax decisions are far from float round-off.
+        params["logits_dense"]["kernel"] = params["logits_dense"]["kernel"] * 8.0
+        out[arch] = (config, params)
+    return out
+
+
+def _inputs(rng: np.random.Generator, lengths: list[int], width: int, vocab: int) -> np.ndarray:
+    """Right-padded rows of random ids in [2, vocab) ending with EOS."""
+    out = np.zeros((len(lengths), width), np.int32)
+    for i, n in enumerate(lengths):
+        out[i, : n - 1] = rng.integers(2, vocab, n - 1)
+        out[i, n - 1] = EOS
+    return out
+
+
+def _forward_batch(config: T5Config, inputs: np.ndarray, decoded: list[int], length: int) -> tuple[dict, int]:
+    """One example's full forward batch and the position whose logits predict the next token.
+
+    Shapes are fixed (padding after the causal frontier cannot change earlier logits), so the
+    reference compiles once.
+    """
+    n_in = int(np.max(np.nonzero(inputs)[0])) + 1 if inputs.any() else 0
+    if config.has_encoder:
+        dec_in = np.zeros(length, np.int32)
+        dec_in[1 : 1 + len(decoded)] = decoded
+        return {"encoder_input_tokens": inputs[None], "decoder_input_tokens": dec_in[None]}, len(decoded)
+    dec_in = np.zeros(1 + len(inputs) + length, np.int32)
+    dec_in[1 : 1 + n_in] = inputs[:n_in]
+    dec_in[1 + n_in : 1 + n_in + len(decoded)] = decoded
+    batch = {"decoder_input_tokens": dec_in[None]}
+    if config.architecture == "prefix_lm":
+        batch["decoder_causal_attention"] = (np.arange(len(dec_in)) <= n_in).astype(np.int32)[None]
+    return batch, n_in + len(decoded)
+
+
+def _uncached_greedy(config, params, inputs: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy decoding by full forward passes, one example at a time: (tokens [B, L], log-probs [B])."""
+    forward = jax.jit(lambda p, b: network.forward(p, b, config))
+    tokens, scores = np.zeros((len(inputs), length), np.int32), np.zeros(len(inputs))
+    for b, row in enumerate(inputs):
+        out: list[int] = []
+        while len(out) < length and (not out or out[-1] != EOS):
+            batch, pos = _forward_batch(config, row, out, length)
+            logits = np.asarray(forward(params, {k: jnp.asarray(v) for k, v in batch.items()}))[0, pos]
+            nxt = int(np.argmax(logits))
+            scores[b] += float(jax.nn.log_softmax(logits)[nxt])
+            out.append(nxt)
+        tokens[b, : len(out)] = out
+    return tokens, scores
+
+
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_only", "prefix_lm"])
+def test_cached_greedy_equals_uncached_forward_argmax(models, arch):
+    config, params = models[arch]
+    inputs = _inputs(np.random.default_rng(0), [5, 9, 3], width=10, vocab=config.vocab_size)
+    tokens, scores = inference.generate_tokens_and_scores(config, [params], inputs, max_decode_length=8)
+    ref_tokens, ref_scores = _uncached_greedy(config, params, inputs, 8)
+    np.testing.assert_array_equal(tokens, ref_tokens)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-4)
+    # score_tokens (teacher forcing) agrees with what decoding accumulated.
+    np.testing.assert_allclose(
+        inference.score_tokens(config, params, inputs, tokens), ref_scores, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_sampling_top_k_one_and_beam_one_equal_greedy(models):
+    config, params = models["prefix_lm"]
+    inputs = _inputs(np.random.default_rng(1), [4, 7], width=8, vocab=config.vocab_size)
+    greedy = inference.generate_tokens(config, params, inputs, max_decode_length=6)
+    sampled = inference.generate_tokens(
+        config, params, inputs, max_decode_length=6, temperature=0.7, top_k=1, seed=3
+    )
+    beam1 = inference.generate_tokens(config, params, inputs, max_decode_length=6, beam_size=1)
+    np.testing.assert_array_equal(sampled, greedy)
+    np.testing.assert_array_equal(beam1, greedy)
+    # Real sampling draws something else somewhere (at temperature 3 the distribution is broad).
+    hot = inference.generate_tokens(
+        config, params, np.repeat(inputs, 4, 0), max_decode_length=6, temperature=3.0
+    )
+    assert not np.array_equal(hot, np.repeat(greedy, 4, 0))
+
+
+def test_beam_search_scores_are_penalised_log_likelihoods(models):
+    config, params = models["encoder_decoder"]
+    inputs = _inputs(np.random.default_rng(2), [6, 3, 8], width=8, vocab=config.vocab_size)
+    alpha = 0.6
+    greedy, g_scores = inference.generate_tokens_and_scores(config, [params], inputs, max_decode_length=7)
+    beam, b_scores = inference.generate_tokens_and_scores(
+        config, [params], inputs, max_decode_length=7, beam_size=4, alpha=alpha
+    )
+    lengths = np.array([np.argmax(r == EOS) + 1 if (r == EOS).any() else len(r) for r in beam])
+    loglik = inference.score_tokens(config, params, inputs, beam)
+    np.testing.assert_allclose(b_scores, loglik / ((5.0 + lengths) / 6.0) ** alpha, rtol=1e-4, atol=1e-4)
+    g_len = np.array([np.argmax(r == EOS) + 1 if (r == EOS).any() else len(r) for r in greedy])
+    assert np.all(b_scores >= g_scores / ((5.0 + g_len) / 6.0) ** alpha - 1e-4)
+
+
+def test_score_equals_summed_forward_log_probs(models):
+    config, params = models["encoder_decoder"]
+    vocab = ByteVocabulary(extra_ids=0)
+    config = config.replace(vocab_size=vocab.vocab_size)
+    params = network.init_params(config, jax.random.key(5))
+    inputs, targets = ["abc", "", "hello there"], ["x", "yz!", ""]
+    got = inference.score(config, params, vocab, inputs, targets, batch_size=2)
+    enc = np.zeros((3, 12), np.int32)
+    dec_tgt = np.zeros((3, 4), np.int32)
+    for i, (src, tgt) in enumerate(zip(inputs, targets, strict=True)):
+        enc[i, : len(src) + 1] = [*vocab.encode(src), EOS]
+        dec_tgt[i, : len(tgt) + 1] = [*vocab.encode(tgt), EOS]
+    dec_in = np.pad(dec_tgt, ((0, 0), (1, 0)))[:, :-1]
+    logits = network.forward(params, {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in}, config)
+    lp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), dec_tgt[:, :, None], axis=-1)[:, :, 0]
+    np.testing.assert_allclose(got, np.sum(lp * (dec_tgt != 0), axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_prefix_lm_score_matches_forward(models):
+    config, params = models["prefix_lm"]
+    inputs = _inputs(np.random.default_rng(3), [3, 5], width=6, vocab=config.vocab_size)
+    targets = _inputs(np.random.default_rng(4), [2, 4], width=5, vocab=config.vocab_size)
+    got = inference.score_tokens(config, params, inputs, targets)
+    for b in range(2):
+        n_in, n_t = int((inputs[b] != 0).sum()), int((targets[b] != 0).sum())
+        seq = np.concatenate([inputs[b, :n_in], targets[b, :n_t]])
+        batch = {
+            "decoder_input_tokens": np.pad(seq, (1, 0))[None, :-1],
+            "decoder_causal_attention": (np.arange(len(seq)) <= n_in).astype(np.int32)[None],
+        }
+        logits = np.asarray(network.forward(params, batch, config))[0]
+        lp = np.asarray(jax.nn.log_softmax(logits))[np.arange(len(seq)), seq][n_in:]
+        np.testing.assert_allclose(got[b], lp.sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_ensemble(models):
+    config, params = models["encoder_decoder"]
+    other = network.init_params(config, jax.random.key(99))
+    other["logits_dense"]["kernel"] = other["logits_dense"]["kernel"] * 8.0
+    inputs = _inputs(np.random.default_rng(5), [4, 6], width=6, vocab=config.vocab_size)
+    single = inference.generate_tokens(config, params, inputs, max_decode_length=5)
+    doubled = inference.generate_tokens_ensemble(config, [params, params], inputs, max_decode_length=5)
+    np.testing.assert_array_equal(doubled, single)
+    mixed = inference.generate_tokens_ensemble(
+        config, [params, other], inputs, max_decode_length=5, beam_size=2
+    )
+    # The first token is the argmax of the mean log-probabilities of the two forward passes.
+    batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": np.zeros((2, 1), np.int32)}
+    mean = sum(jax.nn.log_softmax(network.forward(p, batch, config)[:, 0]) for p in (params, other)) / 2
+    np.testing.assert_array_equal(mixed[:, 0], np.argmax(np.asarray(mean), axis=-1))
+
+
+def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):
+    vocab = ByteVocabulary(extra_ids=0)
+    config = _config(vocab_size=vocab.vocab_size)
+    params = network.init_params(config, jax.random.key(6))
+    texts = ["", "short", "a much longer input that will be cut", "mid size", "x"]
+    with caplog.at_level(logging.WARNING, logger="mesh_t5.inference"):
+        out = inference.generate(
+            config, params, vocab, texts, max_decode_length=6, max_input_length=12, batch_size=2
+        )
+    assert len(out) == 5 and all(isinstance(t, str) for t in out)
+    assert "1 of 2 inputs longer than 12 tokens" in caplog.text
+    # The same texts decoded one by one give the same outputs (padding rows and batches do not leak).
+    one = [
+        inference.generate(config, params, vocab, [t], max_decode_length=6, max_input_length=12)[0]
+        for t in texts
+    ]
+    assert out == one
+    tokens = inference.tokenize_batch(vocab, ["", "ab"], 12)
+    assert tokens.tolist()[0][:1] == [EOS] and tokens.tolist()[1][:3] == [ord("a") + 3, ord("b") + 3, EOS]
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"beam_size": 0}, "beam_size=0"),
+        ({"max_decode_length": 0}, "max_decode_length=0"),
+        ({"temperature": -1.0}, "temperature=-1.0"),
+        ({"top_p": 0.0}, "top_p=0.0"),
+        ({"beam_size": 2, "temperature": 1.0}, "beam_size=2"),
+    ],
+)
+def test_bad_options_are_one_line_user_errors(models, options, needle):
+    config, params = models["encoder_decoder"]
+    with pytest.raises(UserError, match=needle) as err:
+        inference.generate_tokens(config, params, np.ones((1, 2), np.int32), **options)
+    assert "\n" not in str(err.value)
+
+
+def test_hf_greedy_parity(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from mesh_t5.model import T5Model
+
+    torch.manual_seed(0)
+    hf_config = transformers.T5Config(
+        vocab_size=80, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_layers=2, num_decoder_layers=2,
+        feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.0,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    hf = transformers.T5ForConditionalGeneration(hf_config).eval()
+    with torch.no_grad():
+        hf.shared.weight.mul_(4.0)  # sharper logits: argmax far from round-off
+    hf.save_pretrained(tmp_path)
+    model = T5Model.from_pretrained(tmp_path)
+    inputs = _inputs(np.random.default_rng(7), [6, 9, 4], width=9, vocab=80)
+    ours = inference.generate_tokens(model.config, model.params, inputs, max_decode_length=10)
+    with torch.no_grad():
+        theirs = hf.generate(
+            input_ids=torch.tensor(inputs, dtype=torch.long), attention_mask=torch.tensor(inputs != 0),
+            do_sample=False, num_beams=1, max_new_tokens=10,
+        ).numpy()[:, 1:]  # fmt: skip
+    theirs = np.pad(theirs, ((0, 0), (0, 10 - theirs.shape[1])))
+    np.testing.assert_array_equal(ours, theirs)
