@@ -257,7 +257,7 @@ def score_tokens(
     return np.asarray(_run(fn, layout, params, jnp.asarray(inputs), jnp.asarray(targets)), np.float32)
 
 
-# ----------------------------------------------------------------------------- text-level API
+# ----------------------------------------------------------------------------- batches of id lists and texts
 
 
 def _bucket(n: int) -> int:
@@ -265,71 +265,96 @@ def _bucket(n: int) -> int:
     return max(8, 1 << max(0, n - 1).bit_length())
 
 
-def tokenize_batch(
-    vocab: Vocabulary, texts: Sequence[str], max_length: int, what: str = "inputs"
+def pad_ids(
+    rows: Sequence[Sequence[int]], max_length: int, *, eos_id: int = 1, what: str = "inputs", rows_to: int = 0
 ) -> np.ndarray:
-    """Returns [B, bucket] int32: each text's ids + EOS, right-padded; longer ones cut to max_length
-    (EOS kept, as seqio's append_eos_after_trim) with one warning that counts them."""
+    """Returns [max(len(rows), rows_to), bucket] int32: id rows (each ending in EOS) right-padded with 0.
+
+    Rows longer than max_length are cut to it keeping their final EOS (seqio's append_eos_after_trim),
+    with one warning counting them. Extra rows (up to rows_to) hold just EOS, a valid empty input,
+    so that every batch of a run has one shape.
+    """
     if max_length < 1:
         raise UserError(f"max {what} length {max_length} must be >= 1")
-    rows, cut = [], 0
-    for text in texts:
-        if not isinstance(text, str):
-            raise UserError(f"{what} must be strings; got {type(text).__name__}")
-        ids = vocab.encode(text)
-        if len(ids) + 1 > max_length:
+    rows = [list(map(int, r)) for r in rows]
+    cut = 0
+    for i, r in enumerate(rows):
+        if len(r) > max_length:
             cut += 1
-            ids = ids[: max_length - 1]
-        rows.append([*ids, vocab.eos_id])
+            rows[i] = [*r[: max_length - 1], eos_id if r[-1] == eos_id else r[max_length - 1]]
     if cut:
         log.warning(
-            "%d of %d %s longer than %d tokens (with EOS) were truncated", cut, len(texts), what, max_length
+            "%d of %d %s longer than %d tokens (with EOS) were truncated", cut, len(rows), what, max_length
         )
-    width = min(_bucket(max((len(r) for r in rows), default=1)), max(max_length, 1))
-    out = np.zeros((len(rows), width), np.int32)
+    width = min(_bucket(max((len(r) for r in rows), default=1)), max_length)
+    out = np.zeros((max(len(rows), rows_to), max(width, 1)), np.int32)
+    out[len(rows) :, 0] = eos_id
     for i, r in enumerate(rows):
         out[i, : len(r)] = r
     return out
 
 
+def tokenize(vocab: Vocabulary, texts: Sequence[str], what: str = "inputs") -> list[list[int]]:
+    """Returns each text's ids followed by EOS (empty strings give just EOS)."""
+    rows = []
+    for text in texts:
+        if not isinstance(text, str):
+            raise UserError(f"{what} must be strings; got {type(text).__name__}")
+        rows.append([*vocab.encode(text), vocab.eos_id])
+    return rows
+
+
 def _batches(n: int, batch_size: int | None) -> list[tuple[int, int]]:
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size={batch_size} must be >= 1")
     size = batch_size or n
     return [(i, min(i + size, n)) for i in range(0, n, max(size, 1))]
 
 
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """Pads a [b, T] batch to `rows` with rows holding just EOS (a valid, empty input): every batch has
-    one shape, and the extra rows are trimmed afterwards."""
-    out = np.zeros((rows, array.shape[1]), np.int32)
-    out[: array.shape[0]] = array
-    out[array.shape[0] :, 0] = 1  # EOS
-    return out
-
-
-def generate_with_scores(
+def generate_ids(
     config: T5Config,
     params_list: Sequence[Params],
-    vocab: Vocabulary,
-    texts: Sequence[str],
+    inputs: Sequence[Sequence[int]],
     *,
     max_input_length: int = 512,
     batch_size: int | None = 32,
     **options: Any,
-) -> tuple[list[str], list[float]]:
-    """Returns (decoded texts, scores) for `texts`, decoding batch_size texts at a time (the last
-    batch padded to the same shape and trimmed). Options as `generate_tokens`."""
-    texts = list(texts)
-    outputs: list[str] = []
-    scores: list[float] = []
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"batch_size={batch_size} must be >= 1")
-    for lo, hi in _batches(len(texts), batch_size):
-        tokens = tokenize_batch(vocab, texts[lo:hi], max_input_length)
-        rows = (batch_size or len(texts)) if hi - lo < (batch_size or 0) else hi - lo
-        ids, sc = generate_tokens_and_scores(config, params_list, _pad_rows(tokens, rows), **options)
-        outputs += vocab.decode_batch(ids[: hi - lo].tolist())
-        scores += sc[: hi - lo].tolist()
-    return outputs, scores
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (ids [N, L] int32, scores [N]) for N input id rows (each ending in EOS), decoding
+    batch_size rows at a time; the last batch is padded to the same shape and trimmed."""
+    ids, scores = [], []
+    for lo, hi in _batches(len(inputs), batch_size):
+        batch = pad_ids(inputs[lo:hi], max_input_length, eos_id=config.eos_id, rows_to=batch_size or 0)
+        out, sc = generate_tokens_and_scores(config, params_list, batch, **options)
+        ids.append(out[: hi - lo])
+        scores.append(sc[: hi - lo])
+    length = options.get("max_decode_length", 64)
+    if not ids:
+        return np.zeros((0, length), np.int32), np.zeros(0, np.float32)
+    return np.concatenate(ids), np.concatenate(scores)
+
+
+def score_ids(
+    config: T5Config,
+    params: Params,
+    inputs: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    *,
+    max_input_length: int = 512,
+    max_target_length: int = 512,
+    batch_size: int | None = 32,
+    layout: layouts.Layout | None = None,
+) -> np.ndarray:
+    """Returns [N] float32 log-likelihoods of target id rows given input id rows (both ending in EOS)."""
+    if len(inputs) != len(targets):
+        raise UserError(f"{len(inputs)} inputs but {len(targets)} targets; pass one target per input")
+    out = []
+    for lo, hi in _batches(len(inputs), batch_size):
+        rows = batch_size or 0
+        enc = pad_ids(inputs[lo:hi], max_input_length, eos_id=config.eos_id, rows_to=rows)
+        tgt = pad_ids(targets[lo:hi], max_target_length, eos_id=config.eos_id, what="targets", rows_to=rows)
+        out.append(score_tokens(config, params, enc, tgt, layout=layout)[: hi - lo])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def generate(
@@ -340,7 +365,8 @@ def generate(
     Options: those of `generate_tokens`, plus max_input_length=512 (longer inputs are truncated
     with a counted warning) and batch_size=32.
     """
-    return generate_with_scores(config, [params], vocab, texts, **options)[0]
+    ids, _ = generate_ids(config, [params], tokenize(vocab, texts), **options)
+    return vocab.decode_batch(ids.tolist())
 
 
 def score(
@@ -349,23 +375,10 @@ def score(
     vocab: Vocabulary,
     inputs: Sequence[str],
     targets: Sequence[str],
-    *,
-    max_input_length: int = 512,
-    max_target_length: int = 512,
-    batch_size: int | None = 32,
-    layout: layouts.Layout | None = None,
+    **options: Any,
 ) -> np.ndarray:
-    """Returns [B] float32 log-likelihoods of each target text (tokens + EOS) given its input text."""
-    inputs, targets = list(inputs), list(targets)
-    if len(inputs) != len(targets):
-        raise UserError(f"{len(inputs)} inputs but {len(targets)} targets; pass one target per input")
-    if batch_size is not None and batch_size < 1:
-        raise UserError(f"batch_size={batch_size} must be >= 1")
-    out: list[np.ndarray] = []
-    for lo, hi in _batches(len(inputs), batch_size):
-        enc = tokenize_batch(vocab, inputs[lo:hi], max_input_length, "inputs")
-        tgt = tokenize_batch(vocab, targets[lo:hi], max_target_length, "targets")
-        rows = (batch_size or len(inputs)) if hi - lo < (batch_size or 0) else hi - lo
-        result = score_tokens(config, params, _pad_rows(enc, rows), _pad_rows(tgt, rows), layout=layout)
-        out.append(result[: hi - lo])
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    """Returns [B] float32 log-likelihoods of each target text (tokens + EOS) given its input text.
+
+    Options: max_input_length=512, max_target_length=512, batch_size=32, layout=None.
+    """
+    return score_ids(config, params, tokenize(vocab, inputs), tokenize(vocab, targets, "targets"), **options)

@@ -198,8 +198,8 @@ def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):
         for t in texts
     ]
     assert out == one
-    tokens = inference.tokenize_batch(vocab, ["", "ab"], 12)
-    assert tokens.tolist()[0][:1] == [EOS] and tokens.tolist()[1][:3] == [ord("a") + 3, ord("b") + 3, EOS]
+    tokens = inference.pad_ids(inference.tokenize(vocab, ["", "ab", "abcdef"]), 4, rows_to=4)
+    assert tokens.tolist() == [[EOS, 0, 0, 0], [100, 101, EOS, 0], [100, 101, 102, EOS], [EOS, 0, 0, 0]]
 
 
 @pytest.mark.parametrize(
