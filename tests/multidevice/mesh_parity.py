@@ -22,8 +22,11 @@ import sys
 import jax
 import numpy as np
 
-from mesh_t5 import decoding, layouts, network, optim, train
+from mesh_t5 import inference, layouts, network, optim, train
 from mesh_t5.config import T5Config
+
+# Compile time dominates on a tiny model: skip most XLA optimisations (both sides alike).
+jax.config.update("jax_disable_most_optimizations", True)
 
 # heads, d_ff and vocab divisible by 8; dims >= 32 so Adafactor factors (min_dim_size_to_factor=32).
 CONFIG = T5Config(
@@ -57,19 +60,6 @@ def loss_fn(params, batch):
     return loss_sum / stats["weight_sum"]
 
 
-def generate(params, encoder_input_tokens):
-    cache = network.init_decode_cache(
-        params, CONFIG, encoder_input_tokens=encoder_input_tokens, max_decode_length=DECODE_LENGTH
-    )
-    return decoding.greedy_decode(
-        lambda tokens, c: network.decode_step(params, c, tokens, CONFIG),
-        cache,
-        batch_size=encoder_input_tokens.shape[0],
-        max_decode_length=DECODE_LENGTH,
-        cache_batch_axis=network.CACHE_BATCH_AXIS,
-    )
-
-
 def run(layout: layouts.Layout | None, optimizer, batch_np):
     """Returns numpy results of: init, loss + grads, one train step, greedy decode."""
     settings = train.StepSettings(z_loss=0.0)
@@ -85,7 +75,6 @@ def run(layout: layouts.Layout | None, optimizer, batch_np):
 
     if layout is None:
         loss_and_grads = jax.jit(traced(jax.value_and_grad(loss_fn)))
-        gen = jax.jit(traced(generate))
     else:
         p_shardings = layout.tree_shardings(network.param_axes(CONFIG))
         b_sharding = layout.sharding(("batch", "length"))
@@ -94,9 +83,15 @@ def run(layout: layouts.Layout | None, optimizer, batch_np):
             in_shardings=(p_shardings, b_sharding),
             out_shardings=(layout.replicated, p_shardings),
         )
-        gen = jax.jit(traced(generate), in_shardings=(p_shardings, b_sharding))
     loss, grads = loss_and_grads(state["params"], batch)
-    tokens, scores = gen(state["params"], batch["encoder_input_tokens"])
+    # The public decoding path: jitted under the layout, parameters as laid out.
+    tokens, scores = inference.generate_tokens_and_scores(
+        CONFIG,
+        [state["params"]],
+        batch_np["encoder_input_tokens"],
+        max_decode_length=DECODE_LENGTH,
+        layout=layout,
+    )
     specs = {
         "params": {
             jax.tree_util.keystr(p): str(x.sharding.spec) if layout is not None else ""
