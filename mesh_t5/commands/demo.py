@@ -418,6 +418,89 @@ def step_export(run: Run) -> dict:
     return {"commands": [_shown(run, argv)], "path": str(out), "check": {"input": question, "output": answer}}
 
 
+def _predict(run: Run, model: str, task: str, argv_extra: Sequence[str]) -> tuple[list[dict], list[str]]:
+    """Runs `mesh-t5 infer` with a model on a task's test split (or a file); returns (records, argv)."""
+    s = run.settings
+    out = run.root / "predictions" / f"{model}_{task}.jsonl"
+    argv = [
+        "infer",
+        f"--checkpoint={run.root / MODEL_DIRS[model]}",
+        f"--output_file={out}",
+        "--overwrite",
+        f"--max_input_length={s.inputs_length}",
+        f"--max_decode_length={s.targets_length}",
+        *argv_extra,
+    ]
+    mesh_t5(run, argv)
+    with open(out, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()], argv
+
+
+def step_evaluate(run: Run) -> dict:
+    """Decodes the test split of each task with both fine-tuned models (greedy, as T5 evaluates);
+    scores them with the tasks' metrics next to the trivial baselines."""
+    from mesh_t5 import data
+
+    s = run.settings
+    scores: dict[str, dict] = {task: {"baseline": value} for task, value in baselines(run).items()}
+    commands = []
+    for task_name in HEADLINE_METRIC:
+        task = data.get_task(task_name)
+        for model in ("pretrained", "scratch"):
+            extra = [f"--task={task_name}", "--split=test"]
+            if s.eval_examples:
+                extra.append(f"--limit={s.eval_examples}")
+            records, argv = _predict(run, model, task_name, extra)
+            commands.append(_shown(run, argv))
+            targets = [task.postprocess(r["targets"], is_target=True) for r in records]
+            predictions = [task.postprocess(r["outputs"]) for r in records]
+            result: dict[str, float] = {}
+            for metric_fn in task.metric_fns:
+                result.update({k: float(v) for k, v in metric_fn(targets, predictions).items()})
+            result["examples"] = len(records)
+            scores[task_name][model] = result
+        base = scores[task_name]["baseline"]
+        metric = HEADLINE_METRIC[task_name]
+        say(
+            f"    {task_name} {metric}: baseline {base[metric]:.1f}, from scratch "
+            f"{scores[task_name]['scratch'][metric]:.1f}, pre-trained {scores[task_name]['pretrained'][metric]:.1f}"
+        )
+    return {"commands": commands, "scores": scores}
+
+
+def step_infer(run: Run) -> dict:
+    """Beam-searches a few held-out test examples of each task with both fine-tuned models."""
+    s = run.settings
+    chosen = []
+    for task in ("summarize", "family"):
+        path = str(run.data / demo_corpus.TASK_FILES[task]).format(split="test")
+        chosen += [{"task": f"demo_{task}", **ex} for ex in demo_corpus.read_examples(path)[: s.num_samples]]
+    sample_file = run.data / "samples.jsonl"
+    with open(sample_file, "w", encoding="utf-8") as f:
+        for ex in chosen:
+            f.write(json.dumps({"inputs": ex["inputs"], "targets": ex["targets"]}, ensure_ascii=False) + "\n")
+    commands, predictions = [], {}
+    for model in ("pretrained", "scratch"):
+        records, argv = _predict(
+            run, model, "samples", [f"--input_file={sample_file}", f"--beam_size={s.beam_size}"]
+        )
+        commands.append(_shown(run, argv))
+        predictions[model] = [r["outputs"] for r in records]
+    samples = []
+    for i, ex in enumerate(chosen):
+        preds = {
+            "pre-trained + fine-tuned": predictions["pretrained"][i],
+            "fine-tuned from scratch": predictions["scratch"][i],
+        }
+        samples.append(
+            {"task": ex["task"], "inputs": ex["inputs"], "targets": ex["targets"], "predictions": preds}
+        )
+        say(
+            f"    {ex['task']}: {ex['inputs'][:90]!r}...\n      target: {ex['targets']!r}\n      model:  {preds['pre-trained + fine-tuned']!r}"
+        )
+    return {"commands": commands, "samples": samples}
+
+
 # ------------------------------------------------------------------------------------------ main
 
 
@@ -486,11 +569,3 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-def step_evaluate(run: Run) -> dict:
-    raise UserError("evaluation is not wired yet")
-
-
-def step_infer(run: Run) -> dict:
-    raise UserError("inference is not wired yet")
