@@ -7,6 +7,7 @@ starts fresh optimizer state still continues T5's rsqrt curve where it left off.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -18,6 +19,8 @@ from mesh_t5.errors import UserError
 Schedule = Callable[[jax.Array], jax.Array]
 
 
+# Cached: equal arguments give the same object, so a rebuilt train step reuses its compilation.
+@functools.cache
 def rsqrt_schedule(warmup_steps: int = 10_000, scale: float = 1.0) -> Schedule:
     """Returns T5's pre-training schedule: scale / sqrt(max(step, warmup_steps)).
 
@@ -33,6 +36,8 @@ def rsqrt_schedule(warmup_steps: int = 10_000, scale: float = 1.0) -> Schedule:
     return schedule
 
 
+# Cached: equal arguments give the same object, so a rebuilt train step reuses its compilation.
+@functools.cache
 def constant_schedule(value: float = 1e-3) -> Schedule:
     """Returns a constant learning rate (T5 fine-tuning uses 1e-3)."""
 
@@ -42,6 +47,8 @@ def constant_schedule(value: float = 1e-3) -> Schedule:
     return schedule
 
 
+# Cached: equal arguments give the same object, so a rebuilt train step reuses its compilation.
+@functools.cache
 def linear_warmup_decay_schedule(
     peak: float = 1e-3, warmup_steps: int = 1000, total_steps: int = 10_000
 ) -> Schedule:
@@ -63,6 +70,8 @@ def as_schedule(learning_rate: float | Schedule) -> Schedule:
     return constant_schedule(float(learning_rate))
 
 
+# Cached: equal arguments give the same object, so a rebuilt train step reuses its compilation.
+@functools.cache
 def make_optimizer(
     name: str = "adafactor",
     *,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mesh_t5 import finetuning, layouts, network, optim
+from mesh_t5 import checkpoints, data, finetuning, inference, layouts, losses, network, optim
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -125,7 +126,6 @@ def loss_and_stats(
     dropout_rng: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns (summed token loss incl. z-loss, {"z_loss", "weight_sum", "correct"}), all float32."""
-    from mesh_t5 import losses
 
     logits = network.forward(params, batch, config, dropout_rng=dropout_rng)  # [B, T, V] float32
     targets = batch["decoder_target_tokens"]  # [B, T]
@@ -133,11 +133,10 @@ def loss_and_stats(
     loss_sum, aux = losses.cross_entropy(
         logits.astype(jnp.float32), targets, weights, z_loss=z_loss, label_smoothing=label_smoothing
     )
-    correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights)  # []
     stats = {
-        "z_loss": jnp.asarray(aux.get("z_loss", 0.0), jnp.float32),
-        "weight_sum": jnp.sum(weights),
-        "correct": correct,
+        "z_loss": jnp.asarray(aux["z_loss"], jnp.float32),
+        "weight_sum": jnp.asarray(aux["weight_sum"], jnp.float32),
+        "correct": jnp.asarray(aux["correct"], jnp.float32),
     }
     return loss_sum.astype(jnp.float32), stats
 
@@ -241,6 +240,28 @@ def make_train_step(
     see layouts.host_batch_to_global). The layout is in force while tracing, so the network's
     `layouts.constrain` calls lay activations out by it.
     """
+    key = (
+        config,
+        optimizer,
+        settings,
+        None if layout is None else (layout.mesh, tuple(sorted(layout.rules.items()))),
+    )
+    if key not in _STEP_CACHE:
+        _STEP_CACHE[key] = _jit_train_step(config, optimizer, settings, layout)
+    return _STEP_CACHE[key]
+
+
+# Compiled steps by (config, optimizer, settings, layout): a resumed run or another evaluation in
+# the same process reuses the compilation.
+_STEP_CACHE: dict[Any, Any] = {}
+
+
+def _jit_train_step(
+    config: T5Config,
+    optimizer: optax.GradientTransformation,
+    settings: StepSettings,
+    layout: layouts.Layout | None,
+) -> Callable[[State, Batch], tuple[State, dict[str, jax.Array]]]:
     step_fn = functools.partial(train_step, config=config, optimizer=optimizer, settings=settings)
 
     def traced(state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
@@ -293,3 +314,366 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.
             value = np.concatenate([value, pad])
         out[name] = value
     return out
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+def default_feature_converter(config: T5Config) -> str:
+    """Returns the data pipeline's feature converter for the architecture (enc_dec, lm, prefix_lm)."""
+    return {"decoder_only": "lm", "prefix_lm": "prefix_lm"}.get(config.architecture, "enc_dec")
+
+
+def _dataset(name: str, lengths: Mapping[str, int], split: str, batch_size: int, **kwargs: Any) -> Any:
+
+    return data.get_dataset(
+        mixture_or_task_name=name,
+        task_feature_lengths=dict(lengths),
+        split=split,
+        batch_size=batch_size,
+        **kwargs,
+    )
+
+
+def evaluate_loss(
+    params: Any,
+    batches: Any,
+    eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]],
+    batch_size: int,
+    layout: layouts.Layout | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Returns {"loss", "accuracy", "tokens"}: token-mean loss and accuracy over the batches."""
+    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        sums = jax.device_get(eval_step_fn(params, to_device(pad_batch(batch, batch_size), layout)))
+        for name in totals:
+            totals[name] += float(sums[name])
+    tokens = max(totals["weight_sum"], 1.0)
+    return {
+        "loss": totals["loss_sum"] / tokens,
+        "accuracy": totals["correct"] / tokens,
+        "tokens": totals["weight_sum"],
+    }
+
+
+def _tasks_of(name: str) -> list[Any]:
+
+    item = data.get_mixture_or_task(name)
+    return list(item.tasks) if hasattr(item, "tasks") else [item]
+
+
+def _strip(ids: np.ndarray, eos_id: int) -> list[int]:
+    out = []
+    for t in ids.tolist():
+        if t == eos_id:
+            break
+        if t != 0:
+            out.append(int(t))
+    return out
+
+
+def evaluate_decoded(
+    params: Any,
+    config: T5Config,
+    task: Any,
+    *,
+    split: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    max_examples: int | None = None,
+    beam_size: int = 1,
+    layout: layouts.Layout | None = None,
+) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    """Returns (the task's metrics on decoded predictions, [(target, prediction), ...]).
+
+    Inputs are decoded greedily by default (beam_size=1, as the paper does for GLUE);
+    both the decoded text and the pretokenized target go through the task's postprocessor.
+    """
+
+    vocabulary = task.output_features["targets"].vocabulary
+    inputs_len, targets_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
+    examples = []
+
+    for example in data.eval_examples(task, split, task_feature_lengths):
+        examples.append(example)
+        if max_examples is not None and len(examples) >= max_examples:
+            break
+    targets, predictions, pairs = [], [], []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        tokens = np.zeros((batch_size, inputs_len), np.int32)  # [B, S]; the last chunk padded with empty rows
+        for row, example in enumerate(chunk):
+            ids = np.asarray(example["inputs"])[:inputs_len]
+            tokens[row, : len(ids)] = ids
+        decoded = np.asarray(
+            inference.generate_tokens(
+                config, params, tokens, max_decode_length=targets_len, beam_size=beam_size
+            )
+        )  # [B, L]
+        for row, example in enumerate(chunk):
+            text = vocabulary.decode(_strip(decoded[row], config.eos_id))
+            target_text = example.get("targets_pretokenized")
+            if target_text is None:
+                target_text = vocabulary.decode(_strip(np.asarray(example["targets"]), config.eos_id))
+            if isinstance(target_text, bytes):
+                target_text = target_text.decode("utf-8")
+            targets.append(task.postprocess(target_text, example=example, is_target=True))
+            predictions.append(task.postprocess(text, example=example, is_target=False))
+            pairs.append((str(target_text), text))
+    metrics: dict[str, float] = {}
+    for metric_fn in task.metric_fns:
+        metrics.update({k: float(v) for k, v in metric_fn(targets, predictions).items()})
+    return metrics, pairs
+
+
+def evaluate(
+    params: Any,
+    config: T5Config,
+    *,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    split: str = "validation",
+    max_batches: int | None = None,
+    decode: bool = True,
+    max_decode_examples: int | None = None,
+    beam_size: int = 1,
+    layout: layouts.Layout | None = None,
+    eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]] | None = None,
+    feature_converter: Any = None,
+) -> dict[str, float]:
+    """Returns {"loss", "accuracy", "<task>/<metric>", ...} on the split of a task or mixture.
+
+    The loss is over (unpacked) batches of the whole mixture; the metrics are per task, on
+    decoded predictions (greedy unless beam_size > 1). Decoder-only models get the loss only.
+    """
+    eval_step_fn = eval_step_fn or make_eval_step(config, layout)
+    feature_converter = feature_converter or default_feature_converter(config)
+    batches = _dataset(
+        mixture_or_task_name, task_feature_lengths, split, batch_size,
+        shuffle=False, seed=0, shard_index=0, num_shards=1, feature_converter=feature_converter,
+        pack=False, num_epochs=1,
+    )  # fmt: skip
+    results = evaluate_loss(params, batches, eval_step_fn, batch_size, layout, max_batches)
+    if decode and config.has_encoder:
+        for task in _tasks_of(mixture_or_task_name):
+            if not task.metric_fns or split not in task.splits:
+                continue
+            metrics, _ = evaluate_decoded(
+                params, config, task, split=split, task_feature_lengths=task_feature_lengths,
+                batch_size=batch_size, max_examples=max_decode_examples, beam_size=beam_size, layout=layout,
+            )  # fmt: skip
+            results.update({f"{task.name}/{k}": v for k, v in metrics.items()})
+    return results
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the final state and the metrics it logged."""
+
+    step: int
+    state: State
+    history: list[tuple[int, dict[str, float]]]
+    eval_history: list[tuple[int, dict[str, float]]]
+
+
+def _existing_steps(model_dir: str) -> list[int]:
+    from pathlib import Path
+
+    root = Path(model_dir) / "checkpoints"
+    return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+
+
+def _vocab_path(name: str, explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    try:
+        vocabulary = _tasks_of(name)[0].output_features["targets"].vocabulary
+    except Exception:
+        return None
+    return getattr(vocabulary, "path", None) or getattr(vocabulary, "_path", None)
+
+
+def _host_tokens(batch: Mapping[str, np.ndarray]) -> int:
+    names = ("encoder_input_tokens", "decoder_target_tokens")
+    return int(sum(np.count_nonzero(np.asarray(batch[n])) for n in names if n in batch))
+
+
+def train(
+    *,
+    model_config: T5Config,
+    model_dir: str,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    train_steps: int,
+    batch_size: int,
+    learning_rate: float | Callable[[jax.Array], jax.Array] | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    seed: int = 0,
+    num_microbatches: int = 1,
+    loss_normalizer: str | float = "tokens",
+    z_loss: float = 1e-4,
+    label_smoothing: float = 0.0,
+    checkpoint_period: int = 1000,
+    keep_checkpoints: int | None = None,
+    restore_mode: str = "latest",
+    restore_step: int | None = None,
+    init_checkpoint: str | None = None,
+    init_optimizer_state: bool = False,
+    finetune_method: str = "all",
+    unfreeze_every: int | None = None,
+    eval_period: int = 0,
+    eval_split: str = "validation",
+    eval_batches: int | None = None,
+    eval_decode: bool = True,
+    eval_decode_examples: int | None = None,
+    eval_beam_size: int = 1,
+    mesh_shape: str | None = None,
+    layout_rules: str | None = None,
+    pack: bool = True,
+    shuffle: bool = True,
+    feature_converter: Any = None,
+    log_period: int = 100,
+    tensorboard: bool = True,
+    progress: bool = True,
+    vocab_path: str | None = None,
+) -> TrainResult:
+    """Trains to `train_steps` (total, counting steps already in MODEL_DIR); returns the result.
+
+    Resumes from the latest checkpoint in model_dir (restore_mode="latest") or a given one
+    ("specific" + restore_step); else initialises from `init_checkpoint` (fine-tuning: params,
+    and the optimizer state if init_optimizer_state) keeping its step, else from scratch.
+    Everything that can be refused is refused before anything is written.
+    """
+    from mesh_t5.logging_utils import MetricWriter, Progress
+
+    if train_steps < 1 or batch_size < 1:
+        raise UserError(f"TRAIN_STEPS={train_steps} and BATCH_SIZE={batch_size} must be >= 1")
+    if restore_mode not in ("latest", "specific"):
+        raise UserError(
+            f"restore_mode={restore_mode!r} is unknown; use 'latest' or 'specific' (with restore_step)"
+        )
+    feature_converter = feature_converter or default_feature_converter(model_config)
+    schedule = optim.as_schedule(optim.rsqrt_schedule() if learning_rate is None else learning_rate)
+    optimizer = optimizer or optim.make_optimizer()
+    layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
+    if layout is not None:
+        layouts.validate(layout, model_config, batch_size)
+    shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
+    shardings = state_shardings(model_config, optimizer, layout)
+    abstract = abstract_state(model_config, optimizer)
+
+    # 1. Decide where the state comes from and check it fits, before writing anything.
+    steps = _existing_steps(model_dir)
+    meta: dict[str, Any] = {}
+    store = None
+    if restore_mode == "specific" and restore_step not in steps:
+        raise checkpoints.CheckpointError(
+            f"restore_step={restore_step} is not a checkpoint in {model_dir}; available steps: {steps or 'none'}"
+        )
+    resume_step = restore_step if restore_mode == "specific" else (steps[-1] if steps else None)
+    if resume_step is not None:
+        if resume_step < steps[-1]:
+            raise checkpoints.CheckpointError(
+                f"restore_step={resume_step} is older than the run's latest checkpoint {steps[-1]}; resuming it "
+                f"would overwrite later steps: copy checkpoints/{resume_step} to a new MODEL_DIR instead"
+            )
+        if train_steps < resume_step:
+            raise checkpoints.CheckpointError(
+                f"TRAIN_STEPS={train_steps} is below the checkpoint's step {resume_step} in {model_dir}; "
+                f"TRAIN_STEPS counts all steps: set it above {resume_step}"
+            )
+        store = checkpoints.CheckpointStore(model_dir, keep=keep_checkpoints)
+        state, meta = store.restore(resume_step, abstract, shardings)
+    elif init_checkpoint:
+        params_sh = None if shardings is None else shardings["params"]
+        params, init_step, state_dir = checkpoints.load_params(init_checkpoint, abstract["params"], params_sh)
+        if train_steps < init_step:
+            raise checkpoints.CheckpointError(
+                f"TRAIN_STEPS={train_steps} is below the step {init_step} of init checkpoint {init_checkpoint}; "
+                f"TRAIN_STEPS counts the pre-training steps too: set it above {init_step}"
+            )
+        if init_optimizer_state:
+            opt_sh = None if shardings is None else shardings["opt_state"]
+            opt_state = checkpoints.load_state_subtree(state_dir, "opt_state", abstract["opt_state"], opt_sh)
+        else:
+            opt_state = init_opt_state(params, optimizer, shardings)
+        state = {"step": jnp.asarray(init_step, jnp.int32), "params": params, "opt_state": opt_state}
+        meta = {"finetune_start_step": init_step}
+    else:
+        state = init_state(model_config, optimizer, jax.random.key(seed), layout)
+    start_step = int(jax.device_get(state["step"]))
+    settings = StepSettings(
+        learning_rate=schedule, num_microbatches=num_microbatches, loss_normalizer=loss_normalizer,
+        z_loss=z_loss, label_smoothing=label_smoothing, finetune_method=finetune_method,
+        unfreeze_every=unfreeze_every, finetune_start_step=int(meta.get("finetune_start_step", 0)), seed=seed,
+    )  # fmt: skip
+    check_settings(settings, model_config, batch_size)
+    dataset = _dataset(
+        mixture_or_task_name, task_feature_lengths, "train", batch_size // num_shards,
+        shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards,
+        feature_converter=feature_converter, pack=pack, num_epochs=None,
+    )  # fmt: skip
+    if "data" in meta:
+        dataset.set_state(meta["data"])
+
+    # 2. Checks passed: write the run's config and vocabulary, then train.
+    checkpoints.write_config(model_dir, model_config, _vocab_path(mixture_or_task_name, vocab_path))
+    store = store or checkpoints.CheckpointStore(model_dir, keep=keep_checkpoints)
+    step_fn = make_train_step(model_config, optimizer, settings, layout)
+    eval_step_fn = make_eval_step(model_config, layout) if eval_period else None
+    writer = MetricWriter(f"{model_dir}/train" if tensorboard else None)
+    eval_writer = MetricWriter(f"{model_dir}/eval" if tensorboard and eval_period else None)
+    bar = Progress(train_steps, start_step, every=log_period, enabled=progress)
+    history: list[tuple[int, dict[str, float]]] = []
+    eval_history: list[tuple[int, dict[str, float]]] = []
+    run_meta = {"finetune_start_step": settings.finetune_start_step, "seed": seed}
+
+    def run_eval(step: int) -> None:
+        results = evaluate(
+            state["params"], model_config, mixture_or_task_name=mixture_or_task_name,
+            task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=eval_split,
+            max_batches=eval_batches, decode=eval_decode, max_decode_examples=eval_decode_examples,
+            beam_size=eval_beam_size, layout=layout, eval_step_fn=eval_step_fn, feature_converter=feature_converter,
+        )  # fmt: skip
+        eval_history.append((step, results))
+        eval_writer.write_scalars(step, results)
+        bar.message(f"eval step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
+
+    step, metrics, tokens, t0 = start_step, None, 0, time.perf_counter()
+    try:
+        while step < train_steps:
+            try:
+                host_batch = next(dataset)
+            except StopIteration:
+                bar.message(f"the training data ran out at step {step}")
+                break
+            tokens += _host_tokens(host_batch)
+            state, metrics = step_fn(state, to_device(host_batch, layout))
+            step += 1
+            if step % log_period == 0 or step == train_steps:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                values["tokens_per_second"] = tokens / elapsed
+                tokens, t0 = 0, time.perf_counter()
+                history.append((step, values))
+                writer.write_scalars(step, values)
+                bar.update(step, values["loss"], values["tokens_per_second"])
+            if step % checkpoint_period == 0 or step == train_steps:
+                store.save(step, state, {**run_meta, "data": dataset.get_state()})
+            if eval_period and (step % eval_period == 0 or step == train_steps):
+                run_eval(step)
+        if step < train_steps or step == start_step:
+            store.save(step, state, {**run_meta, "data": dataset.get_state()})
+    finally:
+        store.close()
+        bar.close()
+        writer.close()
+        eval_writer.close()
+    return TrainResult(step=step, state=state, history=history, eval_history=eval_history)
