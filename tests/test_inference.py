@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import jax
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from mesh_t5 import inference, network
+from mesh_t5.commands import infer
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import ByteVocabulary
@@ -245,3 +247,121 @@ def test_hf_greedy_parity(tmp_path):
         ).numpy()[:, 1:]  # fmt: skip
     theirs = np.pad(theirs, ((0, 0), (0, 10 - theirs.shape[1])))
     np.testing.assert_array_equal(ours, theirs)
+
+
+# ----------------------------------------------------------------------------- mesh-t5 infer
+
+BYTES = ByteVocabulary()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from mesh_t5.model import T5Model
+
+    config = T5Config(
+        vocab_size=BYTES.vocab_size, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_encoder_layers=2,
+        num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+        relative_attention_num_buckets=8, relative_attention_max_distance=16,
+    )  # fmt: skip
+    model = T5Model.init(config, seed=3)
+    path = tmp_path_factory.mktemp("ckpt") / "hf"
+    model.save_pretrained(path, format="hf")
+    return str(path), model
+
+
+def _read(path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_predict_jsonl_partial_batch_and_overwrite(tmp_path, checkpoint):
+    path, model = checkpoint
+    src = tmp_path / "in.jsonl"
+    rows = [{"inputs": "abc", "targets": "x"}, {"inputs": ""}, {"inputs": "hello world", "targets": "y"}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out" / "pred.jsonl"
+    argv = [f"--checkpoint={path}", f"--input_file={src}", f"--output_file={out}", "--vocab=byte",
+            "--batch_size=2", "--max_decode_length=5"]  # fmt: skip
+    assert infer.main(argv) == 0
+    got = _read(out)
+    ids, scores = inference.generate_ids(
+        model.config,
+        [model.params],
+        inference.tokenize(BYTES, [r["inputs"] for r in rows]),
+        max_decode_length=5,
+    )
+    assert [g["inputs"] for g in got] == [r["inputs"] for r in rows]
+    assert [g.get("targets") for g in got] == ["x", None, "y"]
+    assert [g["outputs"] for g in got] == BYTES.decode_batch(ids.tolist())
+    np.testing.assert_allclose([g["score"] for g in got], scores, rtol=1e-5)
+    with pytest.raises(UserError, match="--overwrite"):
+        infer.main(argv)
+    assert infer.main([*argv, "--overwrite", "--gin.infer.beam_size=2"]) == 0
+    beam_ids, beam_scores = inference.generate_ids(
+        model.config, [model.params], inference.tokenize(BYTES, [r["inputs"] for r in rows]),
+        max_decode_length=5, beam_size=2, batch_size=2,
+    )  # fmt: skip
+    got = _read(out)
+    assert [g["outputs"] for g in got] == BYTES.decode_batch(beam_ids.tolist())
+    np.testing.assert_allclose([g["score"] for g in got], beam_scores, rtol=1e-5)
+
+
+def test_score_mode_tsv(tmp_path, checkpoint):
+    path, model = checkpoint
+    src = tmp_path / "in.tsv"
+    src.write_text("question one\tanswer\nq2\t\nthird\tlonger answer here\n")
+    out = tmp_path / "scores.jsonl"
+    assert infer.main([f"--checkpoint={path}", f"--input_file={src}", f"--output_file={out}", "--vocab=byte",
+                       "--mode=score", "--batch_size=2"]) == 0  # fmt: skip
+    got = _read(out)
+    expected = inference.score(
+        model.config,
+        model.params,
+        BYTES,
+        ["question one", "q2", "third"],
+        ["answer", "", "longer answer here"],
+    )
+    assert [g["targets"] for g in got] == ["answer", "", "longer answer here"] and "outputs" not in got[0]
+    np.testing.assert_allclose([g["score"] for g in got], expected, rtol=1e-5)
+
+
+def test_predict_task_split(tmp_path, checkpoint):
+    from mesh_t5.data import Feature, FunctionSource, Task, TaskRegistry, append_eos_after_trim, tokenize
+
+    path, model = checkpoint
+    feats = {"inputs": Feature(BYTES), "targets": Feature(BYTES)}
+    pairs = [("one", "1"), ("two", "2"), ("three", "3")]
+    src = FunctionSource(
+        lambda split: ({"inputs": a, "targets": b} for a, b in pairs), splits=("validation",)
+    )
+    TaskRegistry.add(Task("infer_test_task", src, [tokenize, append_eos_after_trim], feats), overwrite=True)
+    try:
+        out = tmp_path / "task.jsonl"
+        assert infer.main([f"--checkpoint={path}", "--task=infer_test_task", f"--output_file={out}",
+                           "--max_decode_length=4", "--batch_size=2"]) == 0  # fmt: skip
+    finally:
+        TaskRegistry.remove("infer_test_task")
+    got = _read(out)
+    assert [(g["inputs"], g["targets"]) for g in got] == pairs
+    expected = inference.generate(
+        model.config, model.params, BYTES, [a for a, _ in pairs], max_decode_length=4, batch_size=2
+    )
+    assert [g["outputs"] for g in got] == expected
+
+
+def test_settings_flags_over_gin_over_defaults():
+    s = infer.resolve_settings(["--gin.infer.beam_size=3", "--gin.infer.alpha=0.9", "--alpha=0.5"])
+    assert (s["beam_size"], s["alpha"], s["top_k"]) == (3, 0.5, 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--input_file=x.txt"], "--checkpoint"),
+        (["--checkpoint=/nonexistent", "--input_file=a", "--task=b"], "exactly one"),
+        (["--checkpoint=/nonexistent", "--input_file=a", "--mode=guess"], "--mode='guess'"),
+        (["--checkpoint=/nonexistent", "--input_file=a", "--batch_size=0"], "--batch_size=0"),
+    ],
+)
+def test_bad_command_lines(argv, needle):
+    with pytest.raises(UserError, match=needle):
+        infer.main(argv)

@@ -1,0 +1,259 @@
+"""`mesh-t5 infer`: predict outputs for inputs, or score given targets, with a saved model.
+
+Inputs come from a file (JSONL objects with "inputs" and optional "targets"; TSV lines
+`inputs[<TAB>targets]`; any other file: one input per line) or from a registered task's split.
+Results go to a JSONL file, one object per example: predict mode writes inputs, targets (when
+known), outputs and score (summed log-probability; divided by the length penalty under beam
+search); score mode writes inputs, targets and score (log-likelihood of the targets incl. EOS).
+
+Every flag can also be bound by gin as `infer.<flag>` (`--gin.infer.beam_size=4`, or in a
+`--gin_file`); a flag on the command line wins over gin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import gin
+
+from mesh_t5 import gin_utils
+from mesh_t5.errors import UserError
+
+MODES = ("predict", "score")
+
+
+@gin.configurable("infer")
+def settings(
+    checkpoint: str | None = None,
+    mode: str = "predict",
+    input_file: str | None = None,
+    task: str | None = None,
+    split: str = "validation",
+    output_file: str | None = None,
+    overwrite: bool = False,
+    vocab: str | None = None,
+    batch_size: int = 32,
+    max_input_length: int = 512,
+    max_target_length: int = 512,
+    max_decode_length: int = 64,
+    beam_size: int = 1,
+    alpha: float = 0.6,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    mesh_shape: str | None = None,
+    layout_rules: str | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Returns the infer settings (gin binds them as `infer.NAME`)."""
+    return dict(locals())
+
+
+_TYPES = {"overwrite": bool, "batch_size": int, "max_input_length": int, "max_target_length": int,
+          "max_decode_length": int, "beam_size": int, "alpha": float, "temperature": float, "top_k": int,
+          "top_p": float, "seed": int, "limit": int}  # fmt: skip
+_HELP = {
+    "checkpoint": "a mesh_t5 model/training dir or a Hugging Face T5 dir",
+    "mode": "predict (decode outputs) or score (log-likelihood of given targets)",
+    "input_file": "JSONL ({'inputs', 'targets'}), TSV (inputs[\\ttargets]) or text (one input per line)",
+    "task": "a registered task whose split to run (instead of --input_file)",
+    "split": "the task split (default validation)",
+    "output_file": "where to write predictions JSONL (default: stdout)",
+    "overwrite": "replace an existing --output_file",
+    "vocab": "'byte' or a SentencePiece .model (default: the checkpoint's, else the task's)",
+    "batch_size": "examples per decoding batch (default 32; the last batch is padded)",
+    "max_input_length": "inputs longer than this (tokens incl. EOS) are truncated (default 512)",
+    "max_target_length": "score mode: targets longer than this are truncated (default 512)",
+    "max_decode_length": "predict mode: tokens to decode at most (default 64)",
+    "beam_size": "beam search with this many beams; 1 = greedy or sampling (default 1)",
+    "alpha": "beam search length penalty exponent (default 0.6)",
+    "temperature": "sample at this temperature; 0 = greedy (default 0)",
+    "top_k": "sample from the k most likely tokens only (default 0: all)",
+    "top_p": "sample from the smallest set of probability >= p (default 1: all)",
+    "seed": "sampling seed (default 0)",
+    "mesh_shape": 'lay the model out on a device mesh, e.g. "data:2,model:4"',
+    "layout_rules": "logical-axis to mesh-axis rules (default: mesh_t5's)",
+    "limit": "run only the first N examples",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mesh-t5 infer",
+        description="Predict outputs for inputs (greedy, beam search or sampling), or score given targets.",
+    )
+    gin_utils.add_gin_flags(parser)
+    for name, text in _HELP.items():
+        if name == "overwrite":
+            parser.add_argument("--overwrite", action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(f"--{name}", type=_TYPES.get(name, str), default=None, help=text)
+    return parser
+
+
+def _read_file(path: str) -> list[dict[str, str]]:
+    """Returns [{"inputs": ..., "targets"?: ...}] from a JSONL, TSV or text file."""
+    if not os.path.isfile(path):
+        raise UserError(f"--input_file {path} does not exist")
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if path.endswith((".jsonl", ".json")):
+                if not line.strip():
+                    continue
+                try:
+                    ex = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}:{n} is not valid JSON; write one object per line") from None
+                if not isinstance(ex, dict) or not isinstance(ex.get("inputs"), str):
+                    raise UserError(
+                        f'{path}:{n} has no string "inputs"; write {{"inputs": ..., "targets": ...}}'
+                    )
+                examples.append({k: str(ex[k]) for k in ("inputs", "targets") if k in ex})
+            elif path.endswith(".tsv"):
+                fields = line.split("\t")
+                if len(fields) > 2:
+                    raise UserError(
+                        f"{path}:{n} has {len(fields)} tab-separated fields; write inputs[TAB targets]"
+                    )
+                examples.append(dict(zip(("inputs", "targets"), fields, strict=False)))
+            else:
+                examples.append({"inputs": line})
+    return examples
+
+
+def _read_task(name: str, split: str, vocab: Any) -> tuple[list[dict[str, Any]], Any]:
+    """Returns ([{"inputs", "targets"?, "input_ids", "target_ids"?}], the task's targets vocabulary)."""
+    from mesh_t5 import data
+
+    task = data.get_mixture_or_task(name)
+    if not isinstance(task, data.Task):
+        raise UserError(f"{name!r} is a mixture; run each of its tasks")
+    if "inputs" not in task.output_features:
+        raise UserError(f"task {name!r} has no inputs feature; infer needs inputs to condition on")
+    vocab = vocab or task.output_features["inputs"].vocabulary
+    examples = []
+    for ex in data.eval_examples(task, split):
+        row: dict[str, Any] = {"input_ids": [int(t) for t in ex["inputs"]]}
+        row["inputs"] = ex.get("inputs_pretokenized") or vocab.decode(row["input_ids"])
+        if "targets" in ex:
+            row["target_ids"] = [int(t) for t in ex["targets"]]
+            row["targets"] = ex.get("targets_pretokenized") or vocab.decode(row["target_ids"])
+        examples.append(row)
+    return examples, vocab
+
+
+def _load_vocab(spec: str | None, model: Any) -> Any:
+    from mesh_t5 import vocab as vocab_lib
+
+    if spec == "byte":
+        return vocab_lib.ByteVocabulary()
+    path = spec or model.vocab_path
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise UserError(f"vocabulary {path} does not exist; pass --vocab=byte or a SentencePiece .model file")
+    return vocab_lib.SentencePieceVocabulary(path)
+
+
+def _open_output(path: str | None, overwrite: bool) -> Any:
+    if path is None or path == "-":
+        return sys.stdout
+    if os.path.exists(path) and not overwrite:
+        raise UserError(f"--output_file {path} exists; pass --overwrite to replace it or pick another path")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return open(path, "w", encoding="utf-8")
+
+
+def resolve_settings(argv: Sequence[str]) -> dict[str, Any]:
+    """Returns the settings of a command line: flags over gin bindings (`infer.NAME`) over defaults."""
+    rest, bindings = gin_utils.split_gin_bindings(argv)
+    args = build_parser().parse_args(rest)
+    gin.clear_config()  # a command starts from its own flags, not from an earlier run in this process
+    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    values = settings()
+    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
+    return values
+
+
+def main(argv: Sequence[str]) -> int:
+    s = resolve_settings(argv)
+    if s["mode"] not in MODES:
+        raise UserError(f"--mode={s['mode']!r} is unknown; use predict or score")
+    if not s["checkpoint"]:
+        raise UserError("no model given; pass --checkpoint=DIR (a mesh_t5 or Hugging Face T5 dir)")
+    if (s["input_file"] is None) == (s["task"] is None):
+        raise UserError("give exactly one of --input_file=PATH and --task=NAME")
+    for name in ("batch_size", "max_input_length", "max_target_length"):
+        if s[name] < 1:
+            raise UserError(f"--{name}={s[name]} must be >= 1")
+    out_path = s["output_file"]
+    if out_path not in (None, "-") and os.path.exists(out_path) and not s["overwrite"]:
+        raise UserError(
+            f"--output_file {out_path} exists; pass --overwrite to replace it or pick another path"
+        )
+
+    from mesh_t5 import inference  # imports jax: after the flags are known to be sane
+    from mesh_t5.model import T5Model
+
+    model = T5Model.from_pretrained(
+        s["checkpoint"], mesh_shape=s["mesh_shape"], layout_rules=s["layout_rules"]
+    )
+    vocab = _load_vocab(s["vocab"], model)
+    if s["task"] is not None:
+        examples, vocab = _read_task(s["task"], s["split"], vocab)
+    else:
+        examples = _read_file(s["input_file"])
+    if vocab is None:
+        raise UserError(
+            f"{s['checkpoint']} has no vocabulary; pass --vocab=byte or a SentencePiece .model file"
+        )
+    if s["limit"] is not None:
+        examples = examples[: max(s["limit"], 0)]
+    for ex in examples:
+        ex.setdefault("input_ids", inference.tokenize(vocab, [ex["inputs"]])[0])
+        if "targets" in ex:
+            ex.setdefault("target_ids", inference.tokenize(vocab, [ex["targets"]], "targets")[0])
+
+    common = dict(max_input_length=s["max_input_length"], batch_size=s["batch_size"])
+    inputs = [ex["input_ids"] for ex in examples]
+    if s["mode"] == "score":
+        missing = sum("target_ids" not in ex for ex in examples)
+        if missing:
+            raise UserError(f"score mode needs targets; {missing} of {len(examples)} examples have none")
+        scores = inference.score_ids(
+            model.config, model.params, inputs, [ex["target_ids"] for ex in examples],
+            max_target_length=s["max_target_length"], layout=model.layout, **common,
+        )  # fmt: skip
+        outputs = None
+    else:
+        ids, scores = inference.generate_ids(
+            model.config, [model.params], inputs, layout=model.layout,
+            max_decode_length=s["max_decode_length"], beam_size=s["beam_size"], alpha=s["alpha"],
+            temperature=s["temperature"], top_k=s["top_k"], top_p=s["top_p"], seed=s["seed"], **common,
+        )  # fmt: skip
+        outputs = vocab.decode_batch(ids.tolist())
+
+    out = _open_output(out_path, s["overwrite"])
+    try:
+        for i, ex in enumerate(examples):
+            record: dict[str, Any] = {"inputs": ex["inputs"]}
+            if "targets" in ex:
+                record["targets"] = ex["targets"]
+            if outputs is not None:
+                record["outputs"] = outputs[i]
+            record["score"] = float(scores[i])
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if out is not sys.stdout:
+        print(f"mesh-t5 infer: wrote {len(examples)} {s['mode']} results to {out_path}", file=sys.stderr)
+    return 0
