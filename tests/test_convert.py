@@ -202,3 +202,44 @@ def test_missing_checkpoint_is_one_line(tmp_path):
         meshtf.load(str(tmp_path / "model.ckpt-5"))
     with pytest.raises(UserError, match="no TF checkpoint in directory"):
         meshtf.load(str(tmp_path))
+
+
+def test_cli_meshtf_to_mesh_t5_to_hf(tmp_path, capsys):
+    from mesh_t5 import cli
+    from mesh_t5.model import T5Model
+
+    model = _hf_model(gated=True)
+    ckpt = tmp_path / "meshtf"
+    ckpt.mkdir()
+    _write_meshtf_checkpoint(model, str(ckpt))
+    code = cli.main(
+        [
+            "convert",
+            f"--input={ckpt}",
+            f"--output_dir={tmp_path / 'bad'}",
+            "--to=mesh_t5",
+            "--gin.T5Config.num_heads=4",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "num_heads=4" in err, err
+    assert cli.main(["convert", f"--input={ckpt}", f"--output_dir={tmp_path / 'ours'}", "--to=mesh_t5"]) == 0
+    assert (
+        cli.main(["convert", f"--input={tmp_path / 'ours'}", f"--output_dir={tmp_path / 'hf'}", "--to=hf"])
+        == 0
+    )
+    inputs = np.array([[5, 9, 23, 4, 1]], np.int32)  # no PAD: HF attends to PAD without a mask
+    decoder_inputs = np.array([[0, 7, 3, 11]], np.int32)
+    with torch.no_grad():
+        want = model(
+            input_ids=torch.tensor(inputs).long(), decoder_input_ids=torch.tensor(decoder_inputs).long()
+        )
+        want = want.logits.numpy()
+    ours = T5Model.from_pretrained(str(tmp_path / "ours")).logits(inputs, decoder_inputs)
+    np.testing.assert_allclose(ours, want, atol=2e-4, rtol=2e-4)
+    back = T5Model.from_pretrained(str(tmp_path / "hf")).logits(inputs, decoder_inputs)
+    np.testing.assert_allclose(back, want, atol=2e-4, rtol=2e-4)
+    capsys.readouterr()
+    code = cli.main(["convert", f"--input={tmp_path / 'ours'}", f"--output_dir={tmp_path / 'hf'}", "--to=hf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not empty" in err and len(err.splitlines()) == 1, err

@@ -1,0 +1,79 @@
+"""`mesh-t5 export`: a TensorFlow SavedModel (strings in, strings out) of a mesh_t5 or Hugging Face model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mesh_t5 import gin_utils
+from mesh_t5.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mesh-t5 export",
+        description="Write a TF SavedModel whose serving_default signature maps a batch of strings to "
+        "decoded strings and scores (tokenization inside the graph), plus a `score` signature.",
+    )
+    gin_utils.add_gin_flags(parser)
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="mesh_t5 model/training dir or Hugging Face T5 dir (or --gin.CHECKPOINT_PATH)",
+    )
+    parser.add_argument("--output_dir", default=None, help="new or empty directory for the SavedModel")
+    parser.add_argument("--beam_size", type=int, default=1, help="1 = greedy (default), else beam search")
+    parser.add_argument("--alpha", type=float, default=0.6, help="beam search length penalty (default 0.6)")
+    parser.add_argument("--max_decode_length", type=int, default=64, help="output tokens (default 64)")
+    parser.add_argument(
+        "--max_input_length", type=int, default=512, help="input tokens incl. EOS (default 512)"
+    )
+    parser.add_argument(
+        "--vocab", default=None, help="SentencePiece .model to use instead of the model's own, or 'byte'"
+    )
+    parser.add_argument(
+        "--platforms",
+        default=None,
+        help="comma-separated platforms to serve on, e.g. cpu,cuda,tpu (default: this one)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    rest, bindings = gin_utils.split_gin_bindings(argv)
+    args = build_parser().parse_args(rest)
+    checkpoint = args.checkpoint
+    output_dir = args.output_dir
+    if args.gin_file or bindings:
+        gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
+        checkpoint = checkpoint or gin_utils.query_macro("CHECKPOINT_PATH", required=False)
+        output_dir = output_dir or gin_utils.query_macro("EXPORT_DIR", required=False)
+    if not checkpoint:
+        raise UserError("no model given; pass --checkpoint=DIR (or --gin.CHECKPOINT_PATH=DIR)")
+    if not output_dir:
+        raise UserError("no output directory given; pass --output_dir=DIR")
+
+    from mesh_t5 import export
+    from mesh_t5.model import T5Model
+    from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary
+
+    export.check_output_dir(str(output_dir))
+    vocabulary = None
+    if args.vocab == "byte":
+        vocabulary = ByteVocabulary()
+    elif args.vocab:
+        vocabulary = SentencePieceVocabulary(args.vocab)
+    model = T5Model.from_pretrained(str(checkpoint))
+    path = export.export_saved_model(
+        model,
+        str(output_dir),
+        beam_size=args.beam_size,
+        max_decode_length=args.max_decode_length,
+        max_input_length=args.max_input_length,
+        alpha=args.alpha,
+        vocabulary=vocabulary,
+        platforms=args.platforms.split(",") if args.platforms else None,
+    )
+    print(f"wrote SavedModel to {path} (signatures: serving_default, score)", file=sys.stderr)
+    return 0
