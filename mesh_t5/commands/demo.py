@@ -61,7 +61,7 @@ class Settings:
     def for_run(cls, quick: bool) -> Settings:
         if quick:
             return cls(True, 1000, "demo_model_quick.gin", 60, 40, 16, 128, 32, 48, 3, 4)
-        return cls(False, 4000, "demo_model.gin", 1500, 1200, 32, 128, 32, 0, 5, 4)
+        return cls(False, 2000, "demo_model.gin", 1500, 800, 32, 128, 32, 0, 5, 4)
 
 
 class Run:
@@ -414,7 +414,7 @@ def step_export(run: Run) -> dict:
     outputs = serve(tf.constant([question]))
     key = next(k for k, v in outputs.items() if v.dtype == tf.string)
     answer = outputs[key].numpy()[0].decode("utf-8")
-    say(f"    reloaded with TensorFlow alone: {question!r} -> {answer!r}")
+    say(f"    reloaded with tf.saved_model.load: {question!r} -> {answer!r}")
     return {"commands": [_shown(run, argv)], "path": str(out), "check": {"input": question, "output": answer}}
 
 
@@ -524,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
+    os.environ.setdefault(
+        "TF_CPP_MIN_LOG_LEVEL", "2"
+    )  # TensorFlow's start-up chatter would bury the progress
     settings = Settings.for_run(args.quick)
     run = Run(args.output_dir, settings)
     resuming = run.check_or_start()
