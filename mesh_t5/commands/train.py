@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import gin
 
@@ -44,20 +45,19 @@ useful bindings (all of mesh_t5.train.train's keyword arguments are configurable
 A run restarts from the latest checkpoint in MODEL_DIR, data position included.
 """
 
-_REGISTERED = False
+# The gin-wrapped library functions (calling the wrapper applies the bindings).
+CONFIGURABLES: dict[str, Any] = {}
 
 
 def register_configurables() -> None:
     """Makes the training library configurable by gin (once per process)."""
-    global _REGISTERED
-    if _REGISTERED:
+    if CONFIGURABLES:
         return
-    gin.external_configurable(train_lib.train, "train")
+    CONFIGURABLES["train"] = gin.external_configurable(train_lib.train, "train")
     gin.external_configurable(optim.rsqrt_schedule, "rsqrt_schedule")
     gin.external_configurable(optim.constant_schedule, "constant_schedule")
     gin.external_configurable(optim.linear_warmup_decay_schedule, "linear_warmup_decay_schedule")
     gin.external_configurable(optim.make_optimizer, "optimizer")
-    _REGISTERED = True
 
 
 def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -84,9 +84,25 @@ def configure(args: argparse.Namespace, bindings: Sequence[str], required: Seque
     """Parses the gin files and bindings; reports a missing required macro by name."""
     register_configurables()
     gin.clear_config()
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    # Check the required macros before finalizing: gin's own finalize error names "NAME/gin.macro".
+    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
     for name in required:
         gin_utils.query_macro(name)
+    try:
+        gin.finalize()
+    except Exception as e:
+        raise UserError(
+            f"gin: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from None
+
+
+def call(configurable: Any) -> Any:
+    """Calls a gin-wrapped function; a UserError keeps only its first line (gin appends "In call to...")."""
+    try:
+        return configurable()
+    except UserError as e:
+        lines = str(e).strip().splitlines()
+        raise UserError(lines[0] if lines else type(e).__name__) from None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -97,7 +113,7 @@ def main(argv: Sequence[str]) -> int:
         return int(e.code or 0)
     configure(args, bindings, REQUIRED_MACROS)
     model_dir = str(gin_utils.query_macro("MODEL_DIR"))
-    result = train_lib.train()
+    result = call(CONFIGURABLES["train"])
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.operative_config_str())

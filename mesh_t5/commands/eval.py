@@ -1,0 +1,122 @@
+"""`mesh-t5 eval`: evaluate the checkpoints of a run (or a model dir) on a task or mixture."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gin
+import jax
+
+from mesh_t5 import checkpoints, layouts, network
+from mesh_t5 import train as train_lib
+from mesh_t5.commands.train import call, configure, parse_args
+from mesh_t5.config import T5Config
+from mesh_t5.errors import UserError
+from mesh_t5.logging_utils import MetricWriter
+
+REQUIRED_MACROS = ("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE")
+
+HELP = """\
+Evaluate checkpoints: the loss on the split, and the task's metrics on decoded predictions
+(greedy by default). Results are printed, and written as TensorBoard events to
+EVAL_OUTPUT_DIR (default CHECKPOINT_PATH/eval).
+
+  mesh-t5 eval --gin_file=runs/eval.gin --gin.CHECKPOINT_PATH=/tmp/run \\
+    --gin.MIXTURE_OR_TASK_NAME=my_task --gin.TASK_FEATURE_LENGTHS="{'inputs': 512, 'targets': 114}" \\
+    --gin.BATCH_SIZE=32 [--gin.STEPS="'all'"]
+
+required macros: CHECKPOINT_PATH (a training MODEL_DIR, one of its checkpoints/<step> dirs, or an
+  exported model dir), MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, BATCH_SIZE.
+bindings: evaluate_checkpoints.steps ('latest' | 'all' | [step, ...]), .split, .beam_size,
+  .max_batches, .max_decode_examples, .mesh_shape, .output_dir, .model_config (default: config.json).
+"""
+
+
+def _checkpoint_dirs(path: Path, steps: str | Sequence[int]) -> list[tuple[int, Path]]:
+    """[(step, dir)] to evaluate: the run's checkpoints/<step> dirs, or the path itself."""
+    root = path / checkpoints.CHECKPOINTS_DIR
+    if not root.is_dir():
+        return [(-1, path)]
+    available = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+    if not available:
+        raise UserError(f"{path} has no checkpoints yet (checkpoints/ is empty)")
+    if steps == "latest":
+        chosen = available[-1:]
+    elif steps == "all":
+        chosen = available
+    elif isinstance(steps, str):
+        raise UserError(f"steps={steps!r} is unknown; use 'latest', 'all' or a list of steps")
+    else:
+        missing = sorted(set(steps) - set(available))
+        if missing:
+            raise UserError(f"steps {missing} are not checkpoints of {path}; available: {available}")
+        chosen = sorted(steps)
+    return [(s, root / str(s)) for s in chosen]
+
+
+def evaluate_checkpoints(
+    *,
+    checkpoint_path: str,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    batch_size: int,
+    steps: str | Sequence[int] = "latest",
+    split: str = "validation",
+    model_config: T5Config | None = None,
+    beam_size: int = 1,
+    decode: bool = True,
+    max_batches: int | None = None,
+    max_decode_examples: int | None = None,
+    mesh_shape: str | None = None,
+    layout_rules: str | None = None,
+    output_dir: str | None = None,
+) -> dict[int, dict[str, float]]:
+    """Returns {step: results} for the chosen checkpoints (step -1: an exported model dir)."""
+    path = Path(checkpoint_path).absolute()
+    if not path.exists():
+        raise UserError(f"CHECKPOINT_PATH {path} does not exist")
+    config_dir = path if (path / checkpoints.CONFIG_FILE).is_file() else path.parent.parent
+    config = model_config or checkpoints.read_config(config_dir)
+    layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
+    shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
+    abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
+    eval_step_fn = train_lib.make_eval_step(config, layout)
+    writer = MetricWriter(
+        output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
+    )
+    results: dict[int, dict[str, float]] = {}
+    try:
+        for step, directory in _checkpoint_dirs(path, steps):
+            params, saved_step, _ = checkpoints.load_params(directory, abstract, shardings)
+            step = saved_step if step < 0 else step
+            results[step] = train_lib.evaluate(
+                params, config, mixture_or_task_name=mixture_or_task_name,
+                task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
+                max_batches=max_batches, decode=decode, max_decode_examples=max_decode_examples,
+                beam_size=beam_size, layout=layout, eval_step_fn=eval_step_fn,
+            )  # fmt: skip
+            writer.write_scalars(step, results[step])
+            line = "  ".join(f"{k} {v:.4g}" for k, v in sorted(results[step].items()))
+            print(f"step {step}: {line}", file=sys.stderr, flush=True)
+    finally:
+        writer.close()
+    return results
+
+
+_CONFIGURABLE: list[Any] = []
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs `mesh-t5 eval`; returns the exit status."""
+    try:
+        args, bindings = parse_args("mesh-t5 eval", HELP, argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if not _CONFIGURABLE:
+        _CONFIGURABLE.append(gin.external_configurable(evaluate_checkpoints, "evaluate_checkpoints"))
+    configure(args, bindings, REQUIRED_MACROS)
+    output = call(_CONFIGURABLE[0])
+    return 0 if output else 1
