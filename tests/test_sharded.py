@@ -74,7 +74,7 @@ def test_parameters_are_sharded_by_the_rules(results, mesh):
 
 def test_data_parallel_replicates_parameters(results):
     params = results["meshes"]["data:8"]["specs"]["params"]
-    assert set(params.values()) <= {f"P({', '.join(['None'] * n)})" for n in range(1, 5)}
+    assert params and all("'" not in spec for spec in params.values()), params  # no mesh axis named
 
 
 def test_params_born_sharded_equal_single_device_init(results):

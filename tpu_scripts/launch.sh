@@ -2,7 +2,7 @@
 # Runs one mesh-t5 command on every worker of a TPU VM / pod slice at once (one process per host).
 #   tpu_scripts/launch.sh --name=t5-pod --zone=europe-west4-a [--log=train.log] [--dry_run] -- \
 #       train --gin_file=models/t5_11B.gin --gin_file=runs/pretrain.gin \
-#       --gin.MODEL_DIR="'gs://bucket/t5_11b'" --gin.MESH_SHAPE="'data:16,model:32'"
+#       --gin.MODEL_DIR="'gs://bucket/t5_11b'" --gin.train.mesh_shape="'data:16,model:32'"
 # Each worker finds the others through the TPU metadata (MESH_T5_DISTRIBUTED=auto makes mesh_t5
 # call jax.distributed.initialize()), feeds its slice of every global batch and writes its own
 # checkpoint shards, so MODEL_DIR must be shared storage (a gs:// bucket).

@@ -2,7 +2,7 @@
 # Runs a mesh-t5 command as N cooperating processes on this machine (CPU), joined by jax.distributed
 # on localhost: rehearse a multi-host run before paying for one.
 #   tpu_scripts/launch_local.sh --num_processes=2 --devices_per_process=4 [--port=12355] [--dry_run] -- \
-#       train --gin_file=models/tiny.gin --gin_file=runs/pretrain.gin --gin.MESH_SHAPE="'data:8'" ...
+#       train --gin_file=models/tiny.gin --gin_file=runs/pretrain.gin --gin.train.mesh_shape="'data:8'" ...
 # Process i writes its output to $LOG_DIR/process_i.log (default ./mesh_t5_local_logs).
 source "$(dirname "$0")/common.sh"
 NUM_PROCESSES=2
