@@ -93,6 +93,9 @@ class Layout:
                 out.append(mesh_axis)
         return PartitionSpec(*out)
 
+    def __hash__(self) -> int:  # usable as a jit static argument or a cache key
+        return hash((self.mesh, tuple(self.rules.items())))
+
     def sharding(self, logical_axes: LogicalAxes) -> NamedSharding:
         return NamedSharding(self.mesh, self.spec(logical_axes))
 
