@@ -49,14 +49,9 @@ def gather_cache_beams(cache: PyTree, beam_indices: jax.Array, axis: int = 0) ->
     """Reorders the flattened [B*K] batch axis of each leaf so that new beam k of row b is old beam
     beam_indices[b, k]."""
     batch, beams = beam_indices.shape
-
-    def gather(x: jax.Array) -> jax.Array:
-        shape = x.shape
-        x = x.reshape((*shape[:axis], batch, beams, *shape[axis + 1 :]))  # [.., B, K, ..]
-        idx = beam_indices.reshape((1,) * axis + (batch, beams) + (1,) * (x.ndim - axis - 2))
-        return jnp.take_along_axis(x, idx, axis=axis + 1).reshape(shape)
-
-    return _map_batched(gather, cache, axis)
+    # Whole-slice gather by flat row index (b*K + k): one index per row, not per element.
+    flat = (jnp.arange(batch)[:, None] * beams + beam_indices).reshape(batch * beams)  # [B*K]
+    return _map_batched(lambda x: jnp.take(x, flat, axis=axis, unique_indices=False), cache, axis)
 
 
 # ----------------------------------------------------------------------------- greedy and sampling
