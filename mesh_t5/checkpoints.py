@@ -97,6 +97,8 @@ class CheckpointStore:
         """Saves state and JSON meta at `step` (a step already saved is left alone)."""
         if step in self.manager.all_steps():
             return
+        # Round-trip through JSON now (numpy scalars -> Python), so a bad value fails before orbax writes.
+        meta = json.loads(json.dumps(meta, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),

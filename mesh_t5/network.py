@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mesh_t5 import layers, layouts
 from mesh_t5.config import T5Config
@@ -129,6 +130,22 @@ def init_params(config: T5Config, rng: jax.Array) -> Params:
         return spec.std * jax.random.normal(key, spec.shape, jnp.float32)
 
     return jax.tree.unflatten(treedef, [make(s, k) for s, k in zip(leaves, keys, strict=True)])
+
+
+def init_params_numpy(config: T5Config, seed: int = 0) -> Params:
+    """Returns host (numpy float32) parameters with init_params' distributions, without compiling.
+
+    Different random values from init_params for the same seed; meant for tests and tiny
+    models, where compiling the per-leaf random draws costs more than the model.
+    """
+    rng = np.random.default_rng(seed)
+
+    def make(spec: _Spec) -> np.ndarray:
+        if spec.std is None:
+            return np.ones(spec.shape, np.float32)
+        return (spec.std * rng.standard_normal(spec.shape)).astype(np.float32)
+
+    return jax.tree.map(make, _param_specs(config), is_leaf=_is_spec)
 
 
 def param_axes(config: T5Config) -> dict[str, Any]:

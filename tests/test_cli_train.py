@@ -125,7 +125,10 @@ def test_checkpoint_that_does_not_fit_the_config_refused(tmp_path, capsys):
         *flags(tmp_path / "run", TRAIN_STEPS="10"),
     )  # fmt: skip
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert "parameter decoder/layers/mlp/wi_0 has shape (2, 64, 256) but the model config needs (2, 64, 128)" in err
+    assert (
+        "parameter decoder/layers/mlp/wi_0 has shape (2, 64, 256) but the model config needs (2, 64, 128)"
+        in err
+    )
     assert listing(tmp_path / "run") == before
     # Fine-tuning from a pre-trained model dir of another size: refused, nothing written anywhere.
     pretrained = tmp_path / "pretrained"

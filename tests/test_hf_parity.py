@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_config, tiny_params
 
 from mesh_t5 import hf, losses
 from mesh_t5.errors import UserError
@@ -87,13 +88,11 @@ def test_import_matches_hf_logits_and_loss(name: str, tmp_path: object) -> None:
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_export_round_trip_loads_in_transformers(tied: bool, tmp_path: object) -> None:
-    from tests.conftest import tiny_config
-
     config = tiny_config(
         vocab_size=96, tie_word_embeddings=tied, feed_forward_proj="relu" if tied else "gated-gelu",
         num_encoder_layers=2, num_decoder_layers=3, d_kv=12, num_heads=3,
     )  # fmt: skip
-    model = T5Model.init(config, seed=3)
+    model = T5Model(config, tiny_params(config, seed=3))
     out = str(tmp_path / "export")
     model.save_pretrained(out, format="hf")
     assert json.loads((tmp_path / "export" / "config.json").read_text())["architectures"] == [
@@ -142,13 +141,11 @@ def test_missing_or_unreadable_files_name_the_path(tmp_path: object) -> None:
 
 
 def test_save_refuses_a_foreign_non_empty_dir(tmp_path: object) -> None:
-    from tests.conftest import tiny_config
-
     target = tmp_path / "busy"
     target.mkdir()
     (target / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not empty"):
-        T5Model.init(tiny_config()).save_pretrained(str(target), format="hf")
+        T5Model(tiny_config(), tiny_params(tiny_config())).save_pretrained(str(target), format="hf")
     assert os.listdir(target) == ["notes.txt"]
 
 

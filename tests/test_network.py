@@ -54,7 +54,11 @@ def test_param_tree_matches_internals_and_axes(arch: str) -> None:
 
 def test_init_scales_follow_t5() -> None:
     config = tiny_config()  # d_model 32, d_kv 8, heads 4, d_ff 64
-    p = tiny_params(config)
+    for p in (jax.jit(lambda r: network.init_params(config, r))(jax.random.PRNGKey(0)), tiny_params(config)):
+        _check_scales(p)
+
+
+def _check_scales(p) -> None:
     attn, mlp = p["encoder"]["layers"]["attention"], p["encoder"]["layers"]["mlp"]
     for value, std in (
         (p["token_embedder"]["embedding"], 1.0),
@@ -67,6 +71,7 @@ def test_init_scales_follow_t5() -> None:
     ):
         assert abs(float(jnp.std(value)) / std - 1) < 0.1
     np.testing.assert_array_equal(p["decoder"]["final_norm"]["scale"], np.ones(32))
+    np.testing.assert_array_equal(p["encoder"]["layers"]["mlp_norm"]["scale"], np.ones((2, 32)))
 
 
 def test_relative_position_buckets_golden() -> None:
@@ -142,23 +147,22 @@ def test_bfloat16_activations_are_close_to_float32() -> None:
 
 def test_dropout_only_with_an_rng_and_adapter_starts_as_identity() -> None:
     config = tiny_config(dropout_rate=0.3)
-    params = tiny_params(config)
+    base = tiny_config()  # same shapes, so the same host-drawn parameters
+    params = tiny_params(base)
     batch = _batch()
     fwd = jax.jit(lambda p, b, r: network.forward(p, b, config, dropout_rng=r))
-    eval_logits = np.asarray(jitted_forward(config)(params, batch))
+    eval_logits = np.asarray(jitted_forward(base)(params, batch))
     a, b = (np.asarray(fwd(params, batch, jax.random.PRNGKey(i))) for i in (1, 2))
     assert np.abs(a - eval_logits).max() > 1e-2 and np.abs(a - b).max() > 1e-2
     np.testing.assert_array_equal(a, np.asarray(fwd(params, batch, jax.random.PRNGKey(1))))
     # Adapters (wo = 0 at init) leave a pre-trained network's function unchanged.
-    with_adapter = config.replace(adapter_dim=4, dropout_rate=0.0)
-    adapter_params = network.init_params(with_adapter, jax.random.PRNGKey(9))
+    with_adapter = base.replace(adapter_dim=4)
+    adapter_params = tiny_params(with_adapter, seed=9)
     merged = jax.tree.map(lambda x: x, params)
     for stack in ("encoder", "decoder"):
         merged[stack]["layers"]["adapter"] = adapter_params[stack]["layers"]["adapter"]
     np.testing.assert_allclose(
-        np.asarray(network.forward(merged, batch, with_adapter)),
-        np.asarray(network.forward(params, batch, config.replace(dropout_rate=0.0))),
-        atol=1e-5,
+        np.asarray(jitted_forward(with_adapter)(merged, batch)), eval_logits, atol=1e-5
     )
 
 

@@ -211,3 +211,20 @@ def test_gradual_unfreezing_keeps_lower_layers_bitwise_until_their_stage():
 def test_gradual_unfreezing_needs_a_period():
     with pytest.raises(UserError, match="unfreeze_every >= 1"):
         finetuning.check_method("gradual_unfreezing", TINY, None)
+
+
+def test_progress_prints_plain_lines_when_not_a_tty():
+    import io
+
+    from mesh_t5.logging_utils import Progress, format_duration
+
+    stream = io.StringIO()
+    bar = Progress(total_steps=20, start_step=0, every=10, stream=stream)
+    for step in range(1, 21):
+        bar.update(step, loss=2.5 / step, tokens_per_sec=1234.0)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("step 10/20  loss 0.2500  1,234 tokens/s  ETA ")
+    assert lines[1].startswith("step 20/20  loss 0.1250") and lines[1].endswith("ETA 0s")
+    assert format_duration(3723) == "1h02m03s" and format_duration(65) == "1m05s"

@@ -116,7 +116,8 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     if not _CONFIGURABLE:
-        _CONFIGURABLE.append(gin.external_configurable(evaluate_checkpoints, "evaluate_checkpoints"))
+        with gin.unlock_config():  # an earlier command in this process may have locked it
+            _CONFIGURABLE.append(gin.external_configurable(evaluate_checkpoints, "evaluate_checkpoints"))
     configure(args, bindings, REQUIRED_MACROS)
     output = call(_CONFIGURABLE[0])
     return 0 if output else 1

@@ -82,8 +82,8 @@ def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse
 
 def configure(args: argparse.Namespace, bindings: Sequence[str], required: Sequence[str]) -> None:
     """Parses the gin files and bindings; reports a missing required macro by name."""
+    gin.clear_config()  # also unlocks a config an earlier command in this process finalized
     register_configurables()
-    gin.clear_config()
     # Check the required macros before finalizing: gin's own finalize error names "NAME/gin.macro".
     gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
     for name in required:
