@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import hf, layouts, losses, network
+from mesh_t5 import hf, inference, layouts, losses, network
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
+from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary
 
 FORMATS = ("hf", "mesh_t5")
 
 
-def _make_layout(mesh_shape: str | None, layout_rules: Any) -> layouts.Layout | None:
+def _make_layout(mesh_shape: str | None, layout_rules: Any, config: T5Config) -> layouts.Layout | None:
     if mesh_shape is None and layout_rules is None:
         return None
-    return layouts.make_layout(mesh_shape, layout_rules)
+    layout = layouts.make_layout(mesh_shape, layout_rules)
+    layouts.validate(layout, config)
+    return layout
 
 
 def _forward_logits(params: Any, batch: dict[str, jax.Array], config: T5Config) -> jax.Array:
@@ -44,9 +47,12 @@ class T5Model:
         params: Any,
         vocab_path: str | None = None,
         layout: layouts.Layout | None = None,
+        vocabulary: Vocabulary | None = None,
     ) -> None:
         self.config = config
         self.vocab_path = vocab_path
+        # Loaded from vocab_path on first use (see `get_vocabulary`); a ByteVocabulary needs no file.
+        self.vocabulary = vocabulary
         self.layout = layout
         if layout is not None:
             params = jax.device_put(params, layout.tree_shardings(network.param_axes(config)))
@@ -68,13 +74,13 @@ class T5Model:
             raise UserError(
                 f"model path {path} does not exist; pass a Hugging Face T5 dir or a mesh_t5 model dir"
             )
-        layout = _make_layout(mesh_shape, layout_rules)
         if hf.is_hf_dir(path):
             config, params, vocab_path = hf.load_hf(path)
         else:
             from mesh_t5 import checkpoints
 
             config, params, vocab_path = checkpoints.load_model(path)
+        layout = _make_layout(mesh_shape, layout_rules, config)
         return cls(config, params, vocab_path=vocab_path, layout=layout)
 
     @classmethod
@@ -82,7 +88,7 @@ class T5Model:
         cls, config: T5Config, seed: int = 0, mesh_shape: str | None = None, layout_rules: Any = None
     ) -> T5Model:
         """Returns a model with random T5-initialised weights (born sharded when a mesh is given)."""
-        layout = _make_layout(mesh_shape, layout_rules)
+        layout = _make_layout(mesh_shape, layout_rules, config)
         init = functools.partial(network.init_params, config)
         rng = jax.random.PRNGKey(seed)
         if layout is None:
@@ -114,6 +120,79 @@ class T5Model:
         """Returns the mean token cross entropy of a feature batch (decoder_loss_weights, else targets > 0)."""
         loss_sum, weight_sum = self._run(self._loss_fn, batch)
         return float(loss_sum) / max(float(weight_sum), 1e-9)
+
+    # ------------------------------------------------------------------ decoding and scoring
+
+    def get_vocabulary(self) -> Vocabulary:
+        """Returns the model's vocabulary (loaded from `vocab_path` on first use)."""
+        if self.vocabulary is None:
+            if not self.vocab_path:
+                raise UserError(
+                    "this model has no vocabulary (no spiece.model / vocab file beside it); pass "
+                    "vocabulary=mesh_t5.vocab.SentencePieceVocabulary(path) or ByteVocabulary() to T5Model"
+                )
+            if os.path.basename(str(self.vocab_path)) in ("byte", "bytes"):
+                self.vocabulary = ByteVocabulary()
+            else:
+                self.vocabulary = SentencePieceVocabulary(self.vocab_path)
+        return self.vocabulary
+
+    def generate_tokens(
+        self,
+        encoder_input_tokens: Any,
+        max_decode_length: int = 64,
+        beam_size: int = 1,
+        alpha: float = 0.6,
+        **options: Any,
+    ) -> np.ndarray:
+        """Returns decoded ids [B, L] int32 without the start token, PAD after EOS (top beam).
+
+        Options: temperature=0.0 (greedy; > 0 samples), top_k=0, top_p=1.0, seed=0. For
+        decoder-only and prefix-LM models the inputs are the prompt.
+        """
+        return inference.generate_tokens(
+            self.config, self.params, encoder_input_tokens, max_decode_length=max_decode_length,
+            beam_size=beam_size, alpha=alpha, layout=self.layout, **options,
+        )  # fmt: skip
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        beam_size: int = 1,
+        alpha: float = 0.6,
+        max_decode_length: int = 64,
+        **options: Any,
+    ) -> list[str]:
+        """Returns one decoded string per input text.
+
+        Options: temperature, top_k, top_p, seed (sampling), max_input_length=512 (longer inputs
+        are truncated with a counted warning), batch_size=32.
+        """
+        return inference.generate(
+            self.config, self.params, self.get_vocabulary(), list(texts), beam_size=beam_size, alpha=alpha,
+            max_decode_length=max_decode_length, layout=self.layout, **options,
+        )  # fmt: skip
+
+    def score(self, inputs: Sequence[str], targets: Sequence[str], **options: Any) -> np.ndarray:
+        """Returns [B] float32 log-likelihoods of each target text (with EOS) given its input text."""
+        return inference.score(
+            self.config, self.params, self.get_vocabulary(), list(inputs), list(targets),
+            layout=self.layout, **options,
+        )  # fmt: skip
+
+    def export_saved_model(
+        self, path: str | os.PathLike, beam_size: int = 1, max_decode_length: int = 64, **options: Any
+    ) -> str:
+        """Writes a TensorFlow SavedModel (strings in, strings and scores out); returns its path.
+
+        Options: alpha=0.6, max_input_length=512, platforms=None (see `mesh_t5.export`).
+        """
+        from mesh_t5 import export
+
+        return export.export_saved_model(
+            self, os.fspath(path), beam_size=beam_size, max_decode_length=max_decode_length,
+            vocabulary=options.pop("vocabulary", None) or self.get_vocabulary(), **options,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ saving
 
