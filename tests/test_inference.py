@@ -221,7 +221,11 @@ def test_bad_options_are_one_line_user_errors(models, options, needle):
     assert "\n" not in str(err.value)
 
 
-def test_hf_greedy_parity(tmp_path):
+def test_hf_greedy_and_beam_parity(tmp_path):
+    """Greedy equals HF generate; beam search agrees without a length penalty (alpha=0 here,
+    length_penalty=0 there) except where HF's narrower EOS rule misses a better sequence. With a
+    penalty the conventions differ: T5 divides log-probs by ((5 + n) / 6) ** alpha, HF by
+    n ** length_penalty (n = generated tokens incl. EOS)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from mesh_t5.model import T5Model
@@ -229,24 +233,51 @@ def test_hf_greedy_parity(tmp_path):
     torch.manual_seed(0)
     hf_config = transformers.T5Config(
         vocab_size=80, d_model=32, d_ff=48, num_heads=4, d_kv=8, num_layers=2, num_decoder_layers=2,
-        feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
         relative_attention_num_buckets=8, relative_attention_max_distance=16,
         decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
     )  # fmt: skip
     hf = transformers.T5ForConditionalGeneration(hf_config).eval()
+    # A random T5 repeats one token; larger weights and a random unit-scale head give varied outputs.
     with torch.no_grad():
-        hf.shared.weight.mul_(4.0)  # sharper logits: argmax far from round-off
+        hf.lm_head.weight = torch.nn.Parameter(torch.randn_like(hf.shared.weight))  # untie (see test_convert)
+        for name, p in hf.named_parameters():
+            if "layer_norm" in name:
+                p.add_(0.5 * torch.randn_like(p))
+            elif p.ndim == 2 and "lm_head" not in name:
+                p.mul_(3.0)
     hf.save_pretrained(tmp_path)
     model = T5Model.from_pretrained(tmp_path)
-    inputs = _inputs(np.random.default_rng(7), [6, 9, 4], width=9, vocab=80)
+    inputs = _inputs(np.random.default_rng(7), [6, 9, 4, 5], width=9, vocab=80)
     ours = inference.generate_tokens(model.config, model.params, inputs, max_decode_length=10)
+    assert max(len(set(r)) for r in ours.tolist()) >= 4  # not a degenerate repeat
+    ours_beam, ours_scores = inference.generate_tokens_and_scores(
+        model.config, [model.params], inputs, max_decode_length=10, beam_size=4, alpha=0.0
+    )
+    kwargs = dict(input_ids=torch.tensor(inputs, dtype=torch.long), attention_mask=torch.tensor(inputs != 0))
     with torch.no_grad():
-        theirs = hf.generate(
-            input_ids=torch.tensor(inputs, dtype=torch.long), attention_mask=torch.tensor(inputs != 0),
-            do_sample=False, num_beams=1, max_new_tokens=10,
-        ).numpy()[:, 1:]  # fmt: skip
-    theirs = np.pad(theirs, ((0, 0), (0, 10 - theirs.shape[1])))
-    np.testing.assert_array_equal(ours, theirs)
+        theirs = hf.generate(**kwargs, do_sample=False, num_beams=1, max_new_tokens=10).numpy()[:, 1:]
+        beam = hf.generate(
+            **kwargs, do_sample=False, num_beams=4, max_new_tokens=10, length_penalty=0.0,
+            early_stopping=False, output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+    np.testing.assert_array_equal(ours, np.pad(theirs, ((0, 0), (0, 10 - theirs.shape[1]))))
+    theirs_beam = beam.sequences.numpy()[:, 1:]
+    theirs_beam = beam.sequences.numpy()[:, 1:]
+    theirs_beam = np.pad(theirs_beam, ((0, 0), (0, 10 - theirs_beam.shape[1])))
+    theirs_scores = beam.sequences_scores.numpy()
+    # HF finishes a hypothesis only when its EOS ranks in the top K candidates, t5x (and we) in the
+    # top 2K: where the results differ ours must be the better sequence under the shared objective.
+    same = np.all(ours_beam == theirs_beam, axis=1)
+    assert same.sum() >= 2, (ours_beam, theirs_beam)
+    np.testing.assert_allclose(ours_scores[same], theirs_scores[same], rtol=1e-4, atol=1e-4)
+    assert np.all(ours_scores[~same] > theirs_scores[~same])
+    np.testing.assert_allclose(
+        inference.score_tokens(model.config, model.params, inputs, ours_beam),
+        ours_scores,
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 # ----------------------------------------------------------------------------- mesh-t5 infer
