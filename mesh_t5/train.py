@@ -452,12 +452,14 @@ def evaluate(
     """
     eval_step_fn = eval_step_fn or make_eval_step(config, layout)
     feature_converter = feature_converter or default_feature_converter(config)
+    # Each process reads its slice of every batch (as in training); a short last batch is padded.
+    shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
     batches = _dataset(
-        mixture_or_task_name, task_feature_lengths, split, batch_size,
-        shuffle=False, seed=0, shard_index=0, num_shards=1, feature_converter=feature_converter,
-        pack=False, num_epochs=1,
+        mixture_or_task_name, task_feature_lengths, split, batch_size // num_shards,
+        shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
+        feature_converter=feature_converter, pack=False, num_epochs=1,
     )  # fmt: skip
-    results = evaluate_loss(params, batches, eval_step_fn, batch_size, layout, max_batches)
+    results = evaluate_loss(params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches)
     if decode and config.has_encoder:
         for task in _tasks_of(mixture_or_task_name):
             if not task.metric_fns or split not in task.splits:

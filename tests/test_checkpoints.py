@@ -69,7 +69,10 @@ def test_shape_mismatch_names_parameter_and_both_shapes(tmp_path, state):
     store.close()
     message = str(info.value)
     assert "\n" not in message
-    assert "encoder/layers/mlp/wi_0 has shape (1, 32, 64) but the model config needs (1, 32, 128)" in message
+    assert (
+        "parameter decoder/layers/mlp/wi_0 has shape (1, 32, 64) but the model config needs (1, 32, 128)"
+        in message
+    )
     assert listing(tmp_path) == before
 
 
