@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 from mesh_t5.errors import UserError
 
+# Commands that touch devices and so may run as one process per host (see docs/layouts.md).
+MULTI_HOST_COMMANDS = ("train", "eval", "infer", "export")
+
 COMMANDS = {
     "train": "pre-train or fine-tune a model (run config by gin: pretrain.gin, finetune.gin)",
     "eval": "evaluate a checkpoint on a task or mixture",
@@ -48,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise
     try:
+        if name in MULTI_HOST_COMMANDS:
+            rest = _join_multi_host_run(rest)
         return int(module.main(rest) or 0)
     except UserError as e:
         print(f"mesh-t5 {name}: error: {e}", file=sys.stderr)
@@ -55,6 +60,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mesh-t5 {name}: interrupted", file=sys.stderr)
         return 130
+
+
+def _join_multi_host_run(argv: list[str]) -> list[str]:
+    """Takes --coordinator_address/--num_processes/--process_id out of argv and joins the run.
+
+    Done here, before the command imports anything that touches a device, so every
+    device-using command is multi-host capable; with no flags, no MESH_T5_* environment and no
+    detected cluster it does nothing.
+    """
+    import argparse
+
+    from mesh_t5 import distributed
+
+    parser = argparse.ArgumentParser(add_help=False)
+    distributed.add_flags(parser)
+    args, rest = parser.parse_known_args(argv)
+    distributed.initialize_from_args(args)
+    return rest
 
 
 if __name__ == "__main__":

@@ -79,3 +79,12 @@ def test_tasks_bad_module_is_one_line(capsys):
     assert cli.main(["tasks", "--module", "no_such_module_xyz"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--module 'no_such_module_xyz' cannot be imported" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "infer", "export"])
+def test_device_commands_take_multi_host_flags(command, capsys):
+    # Half a multi-host launch is refused before anything touches a device.
+    assert cli.main([command, "--num_processes=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "multi-host launch needs all of coordinator_address, num_processes and process_id" in err
+    assert "\n" not in err
