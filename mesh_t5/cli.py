@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from mesh_t5.errors import UserError
 
-# Commands that touch devices and so may run as one process per host (see docs/layouts.md).
+# Commands that touch devices and so may run as one process per host (README: Multi-host).
 MULTI_HOST_COMMANDS = ("train", "eval", "infer", "export")
 
 COMMANDS = {
