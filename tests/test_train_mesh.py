@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
             model_config=CONFIG, model_dir=f"{sys.argv[1]}/{mesh}", mixture_or_task_name=TASK,
             task_feature_lengths=LENGTHS, train_steps=3, batch_size=8, learning_rate=optim.constant_schedule(3e-2),
             tensorboard=False, progress=False, log_period=1, pack=False, eval_period=3, eval_decode_examples=8,
-            mesh_shape=mesh, layout_rules="batch:data,heads:model,d_ff:model,vocab:model",
+            mesh_shape=mesh,
         )
         out[mesh] = {"losses": [m["loss"] for _, m in result.history], "eval": result.eval_history[0][1]}
     print(json.dumps(out))
