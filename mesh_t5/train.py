@@ -499,7 +499,7 @@ def _vocab_path(name: str, explicit: str | None) -> str | None:
         vocabulary = _tasks_of(name)[0].output_features["targets"].vocabulary
     except Exception:
         return None
-    return getattr(vocabulary, "path", None) or getattr(vocabulary, "_path", None)
+    return getattr(vocabulary, "path", None)
 
 
 def _host_tokens(batch: Mapping[str, np.ndarray]) -> int:

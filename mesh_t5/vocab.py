@@ -215,6 +215,11 @@ class SentencePieceVocabulary(Vocabulary):
     def _identity(self) -> tuple:
         return (self.extra_ids, self._orig_bytes)
 
+    @property
+    def path(self) -> str | None:
+        """The model file this vocabulary was read from (None when built from bytes)."""
+        return self._path
+
     def __repr__(self) -> str:
         return f"SentencePieceVocabulary({self._path or '<bytes>'!r}, extra_ids={self.extra_ids})"
 
