@@ -61,7 +61,7 @@ class Settings:
     def for_run(cls, quick: bool) -> Settings:
         if quick:
             return cls(True, 1000, "demo_model_quick.gin", 60, 40, 16, 128, 32, 48, 3, 4)
-        return cls(False, 2000, "demo_model.gin", 1200, 600, 32, 128, 32, 0, 5, 4)
+        return cls(False, 2000, "demo_model.gin", 600, 400, 32, 128, 32, 0, 5, 4)
 
 
 class Run:
