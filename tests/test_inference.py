@@ -18,6 +18,10 @@ from mesh_t5.vocab import ByteVocabulary
 
 EOS = 1
 
+# Jitted once per config (eager scans over layers are slow).
+_init = jax.jit(network.init_params, static_argnums=0)
+_forward = jax.jit(network.forward, static_argnums=2)
+
 
 def _config(architecture: str = "encoder_decoder", **changes) -> T5Config:
     base = dict(
@@ -33,7 +37,7 @@ def models():
     out = {}
     for i, arch in enumerate(["encoder_decoder", "decoder_only", "prefix_lm"]):
         config = _config(arch)
-        params = network.init_params(config, jax.random.key(10 + i))
+        params = _init(config, jax.random.key(10 + i))
         # Sharpen the output distribution so argmax decisions are far from float round-off.
         params["logits_dense"]["kernel"] = params["logits_dense"]["kernel"] * 8.0
         out[arch] = (config, params)
@@ -71,13 +75,14 @@ def _forward_batch(config: T5Config, inputs: np.ndarray, decoded: list[int], len
 
 def _uncached_greedy(config, params, inputs: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Greedy decoding by full forward passes, one example at a time: (tokens [B, L], log-probs [B])."""
-    forward = jax.jit(lambda p, b: network.forward(p, b, config))
     tokens, scores = np.zeros((len(inputs), length), np.int32), np.zeros(len(inputs))
     for b, row in enumerate(inputs):
         out: list[int] = []
         while len(out) < length and (not out or out[-1] != EOS):
             batch, pos = _forward_batch(config, row, out, length)
-            logits = np.asarray(forward(params, {k: jnp.asarray(v) for k, v in batch.items()}))[0, pos]
+            logits = np.asarray(_forward(params, {k: jnp.asarray(v) for k, v in batch.items()}, config))[
+                0, pos
+            ]
             nxt = int(np.argmax(logits))
             scores[b] += float(jax.nn.log_softmax(logits)[nxt])
             out.append(nxt)
@@ -135,7 +140,7 @@ def test_score_equals_summed_forward_log_probs(models):
     config, params = models["encoder_decoder"]
     vocab = ByteVocabulary(extra_ids=0)
     config = config.replace(vocab_size=vocab.vocab_size)
-    params = network.init_params(config, jax.random.key(5))
+    params = _init(config, jax.random.key(5))
     inputs, targets = ["abc", "", "hello there"], ["x", "yz!", ""]
     got = inference.score(config, params, vocab, inputs, targets, batch_size=2)
     enc = np.zeros((3, 12), np.int32)
@@ -144,7 +149,7 @@ def test_score_equals_summed_forward_log_probs(models):
         enc[i, : len(src) + 1] = [*vocab.encode(src), EOS]
         dec_tgt[i, : len(tgt) + 1] = [*vocab.encode(tgt), EOS]
     dec_in = np.pad(dec_tgt, ((0, 0), (1, 0)))[:, :-1]
-    logits = network.forward(params, {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in}, config)
+    logits = _forward(params, {"encoder_input_tokens": enc, "decoder_input_tokens": dec_in}, config)
     lp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), dec_tgt[:, :, None], axis=-1)[:, :, 0]
     np.testing.assert_allclose(got, np.sum(lp * (dec_tgt != 0), axis=1), rtol=1e-4, atol=1e-4)
 
@@ -161,14 +166,14 @@ def test_prefix_lm_score_matches_forward(models):
             "decoder_input_tokens": np.pad(seq, (1, 0))[None, :-1],
             "decoder_causal_attention": (np.arange(len(seq)) <= n_in).astype(np.int32)[None],
         }
-        logits = np.asarray(network.forward(params, batch, config))[0]
+        logits = np.asarray(_forward(params, batch, config))[0]
         lp = np.asarray(jax.nn.log_softmax(logits))[np.arange(len(seq)), seq][n_in:]
         np.testing.assert_allclose(got[b], lp.sum(), rtol=1e-4, atol=1e-4)
 
 
 def test_ensemble(models):
     config, params = models["encoder_decoder"]
-    other = network.init_params(config, jax.random.key(99))
+    other = _init(config, jax.random.key(99))
     other["logits_dense"]["kernel"] = other["logits_dense"]["kernel"] * 8.0
     inputs = _inputs(np.random.default_rng(5), [4, 6], width=6, vocab=config.vocab_size)
     single = inference.generate_tokens(config, params, inputs, max_decode_length=5)
@@ -179,14 +184,14 @@ def test_ensemble(models):
     )
     # The first token is the argmax of the mean log-probabilities of the two forward passes.
     batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": np.zeros((2, 1), np.int32)}
-    mean = sum(jax.nn.log_softmax(network.forward(p, batch, config)[:, 0]) for p in (params, other)) / 2
+    mean = sum(jax.nn.log_softmax(_forward(p, batch, config)[:, 0]) for p in (params, other)) / 2
     np.testing.assert_array_equal(mixed[:, 0], np.argmax(np.asarray(mean), axis=-1))
 
 
 def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):
     vocab = ByteVocabulary(extra_ids=0)
     config = _config(vocab_size=vocab.vocab_size)
-    params = network.init_params(config, jax.random.key(6))
+    params = _init(config, jax.random.key(6))
     texts = ["", "short", "a much longer input that will be cut", "mid size", "x"]
     with caplog.at_level(logging.WARNING, logger="mesh_t5.inference"):
         out = inference.generate(
