@@ -151,16 +151,16 @@ def _read_task(name: str, split: str, vocab: Any) -> tuple[list[dict[str, Any]],
 
 
 def _load_vocab(spec: str | None, model: Any) -> Any:
+    """--vocab if given, else the model's own (None when it has none: a task may supply one)."""
     from mesh_t5 import vocab as vocab_lib
 
     if spec == "byte":
         return vocab_lib.ByteVocabulary()
-    path = spec or model.vocab_path
-    if path is None:
-        return None
-    if not os.path.isfile(path):
-        raise UserError(f"vocabulary {path} does not exist; pass --vocab=byte or a SentencePiece .model file")
-    return vocab_lib.SentencePieceVocabulary(path)
+    if spec is None:
+        return model.get_vocabulary() if model.vocab_path else None
+    if not os.path.isfile(spec):
+        raise UserError(f"vocabulary {spec} does not exist; pass --vocab=byte or a SentencePiece .model file")
+    return vocab_lib.SentencePieceVocabulary(spec)
 
 
 def _open_output(path: str | None, overwrite: bool) -> Any:
