@@ -111,7 +111,12 @@ def parse_gin(
     search_paths: str | Sequence[str] = "",
     finalize: bool = True,
 ) -> None:
-    """Parses gin files and bindings; any gin error becomes a one-line UserError."""
+    """Parses gin files and bindings into a fresh gin config; a gin error becomes a one-line UserError.
+
+    The config is cleared first: one command is one configuration, also when several commands
+    run in one process (the demo, tests).
+    """
+    gin.clear_config()
     paths = _search_paths(search_paths)
     for p in paths:
         gin.add_config_file_search_path(p)
@@ -125,6 +130,9 @@ def parse_gin(
 
 
 def _first_line(error: BaseException) -> str:
+    unset_macro = re.search(r"No bindings specified for '([\w.]+)/gin\.macro'", str(error))
+    if unset_macro:
+        return f"gin macro {unset_macro.group(1)} is not set; pass --gin.{unset_macro.group(1)}=VALUE"
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
     # gin appends "In file ..., line ..." on a later line: keep where it came from.

@@ -88,3 +88,20 @@ def test_device_commands_take_multi_host_flags(command, capsys):
     err = capsys.readouterr().err.strip()
     assert "multi-host launch needs all of coordinator_address, num_processes and process_id" in err
     assert "\n" not in err
+
+
+def test_parse_gin_starts_from_a_clean_config():
+    # A command that finalized (locked) gin must not break the next command in the same process.
+    gin_utils.parse_gin(["models/tiny.gin"], [], finalize=True)
+    gin_utils.parse_gin(["models/t5_small.gin"], [], finalize=False)
+    assert gin.query_parameter("T5Config.d_model") == 512
+    gin.clear_config()
+
+
+def test_unset_macro_in_a_gin_file_is_named():
+    gin.clear_config()
+    try:
+        with pytest.raises(UserError, match="gin macro NOT_SET is not set; pass --gin.NOT_SET=VALUE"):
+            gin_utils.parse_gin([], ["T5Config.d_model = %NOT_SET"], finalize=True)
+    finally:
+        gin.clear_config()
