@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mesh_t5 import checkpoints, data, finetuning, inference, layouts, losses, network, optim
+from mesh_t5 import checkpoints, evaluation, finetuning, layouts, losses, network, optim
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -319,162 +319,6 @@ def pad_batch(batch: Mapping[str, np.ndarray], batch_size: int) -> dict[str, np.
 # ------------------------------------------------------------------------------ evaluation
 
 
-def default_feature_converter(config: T5Config) -> str:
-    """Returns the data pipeline's feature converter for the architecture (enc_dec, lm, prefix_lm)."""
-    return {"decoder_only": "lm", "prefix_lm": "prefix_lm"}.get(config.architecture, "enc_dec")
-
-
-def _dataset(name: str, lengths: Mapping[str, int], split: str, batch_size: int, **kwargs: Any) -> Any:
-
-    return data.get_dataset(
-        mixture_or_task_name=name,
-        task_feature_lengths=dict(lengths),
-        split=split,
-        batch_size=batch_size,
-        **kwargs,
-    )
-
-
-def evaluate_loss(
-    params: Any,
-    batches: Any,
-    eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]],
-    batch_size: int,
-    layout: layouts.Layout | None = None,
-    max_batches: int | None = None,
-) -> dict[str, float]:
-    """Returns {"loss", "accuracy", "tokens"}: token-mean loss and accuracy over the batches."""
-    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}
-    for i, batch in enumerate(batches):
-        if max_batches is not None and i >= max_batches:
-            break
-        sums = jax.device_get(eval_step_fn(params, to_device(pad_batch(batch, batch_size), layout)))
-        for name in totals:
-            totals[name] += float(sums[name])
-    tokens = max(totals["weight_sum"], 1.0)
-    return {
-        "loss": totals["loss_sum"] / tokens,
-        "accuracy": totals["correct"] / tokens,
-        "tokens": totals["weight_sum"],
-    }
-
-
-def _tasks_of(name: str) -> list[Any]:
-
-    item = data.get_mixture_or_task(name)
-    return list(item.tasks) if hasattr(item, "tasks") else [item]
-
-
-def _strip(ids: np.ndarray, eos_id: int) -> list[int]:
-    out = []
-    for t in ids.tolist():
-        if t == eos_id:
-            break
-        if t != 0:
-            out.append(int(t))
-    return out
-
-
-def evaluate_decoded(
-    params: Any,
-    config: T5Config,
-    task: Any,
-    *,
-    split: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    max_examples: int | None = None,
-    beam_size: int = 1,
-    layout: layouts.Layout | None = None,
-) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    """Returns (the task's metrics on decoded predictions, [(target, prediction), ...]).
-
-    Inputs are decoded greedily by default (beam_size=1, as the paper does for GLUE);
-    both the decoded text and the pretokenized target go through the task's postprocessor.
-    """
-
-    vocabulary = task.output_features["targets"].vocabulary
-    inputs_len, targets_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
-    examples = []
-
-    for example in data.eval_examples(task, split, task_feature_lengths):
-        examples.append(example)
-        if max_examples is not None and len(examples) >= max_examples:
-            break
-    targets, predictions, pairs = [], [], []
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        tokens = np.zeros((batch_size, inputs_len), np.int32)  # [B, S]; the last chunk padded with empty rows
-        for row, example in enumerate(chunk):
-            ids = np.asarray(example["inputs"])[:inputs_len]
-            tokens[row, : len(ids)] = ids
-        decoded = np.asarray(
-            inference.generate_tokens(
-                config, params, tokens, max_decode_length=targets_len, beam_size=beam_size
-            )
-        )  # [B, L]
-        for row, example in enumerate(chunk):
-            text = vocabulary.decode(_strip(decoded[row], config.eos_id))
-            target_text = example.get("targets_pretokenized")
-            if target_text is None:
-                target_text = vocabulary.decode(_strip(np.asarray(example["targets"]), config.eos_id))
-            if isinstance(target_text, bytes):
-                target_text = target_text.decode("utf-8")
-            targets.append(task.postprocess(target_text, example=example, is_target=True))
-            predictions.append(task.postprocess(text, example=example, is_target=False))
-            pairs.append((str(target_text), text))
-    metrics: dict[str, float] = {}
-    for metric_fn in task.metric_fns:
-        metrics.update({k: float(v) for k, v in metric_fn(targets, predictions).items()})
-    return metrics, pairs
-
-
-def evaluate(
-    params: Any,
-    config: T5Config,
-    *,
-    mixture_or_task_name: str,
-    task_feature_lengths: Mapping[str, int],
-    batch_size: int,
-    split: str = "validation",
-    max_batches: int | None = None,
-    decode: bool = True,
-    max_decode_examples: int | None = None,
-    beam_size: int = 1,
-    layout: layouts.Layout | None = None,
-    eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]] | None = None,
-    feature_converter: Any = None,
-) -> dict[str, float]:
-    """Returns {"loss", "accuracy", "<task>/<metric>", ...} on the split of a task or mixture.
-
-    The loss is over (unpacked) batches of the whole mixture; the metrics are per task, on
-    decoded predictions (greedy unless beam_size > 1). Decoder-only models get the loss only.
-    """
-    eval_step_fn = eval_step_fn or make_eval_step(config, layout)
-    feature_converter = feature_converter or default_feature_converter(config)
-    # Each process reads its slice of every batch (as in training); a short last batch is padded.
-    shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
-    batches = _dataset(
-        mixture_or_task_name, task_feature_lengths, split, batch_size // num_shards,
-        shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
-        feature_converter=feature_converter, pack=False, num_epochs=1,
-    )  # fmt: skip
-    results = evaluate_loss(params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches)
-    if decode and config.has_encoder:
-        for task in _tasks_of(mixture_or_task_name):
-            if not task.metric_fns or split not in task.splits:
-                continue
-            metrics, _ = evaluate_decoded(
-                params, config, task, split=split, task_feature_lengths=task_feature_lengths,
-                batch_size=batch_size, max_examples=max_decode_examples, beam_size=beam_size, layout=layout,
-            )  # fmt: skip
-            results.update({f"{task.name}/{k}": v for k, v in metrics.items()})
-    return results
-
-
-# ------------------------------------------------------------------------------------ the loop
-
-
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns: the final state and the metrics it logged."""
@@ -496,7 +340,7 @@ def _vocab_path(name: str, explicit: str | None) -> str | None:
     if explicit:
         return explicit
     try:
-        vocabulary = _tasks_of(name)[0].output_features["targets"].vocabulary
+        vocabulary = evaluation._tasks_of(name)[0].output_features["targets"].vocabulary
     except Exception:
         return None
     return getattr(vocabulary, "path", None)
@@ -561,7 +405,7 @@ def train(
         raise UserError(
             f"restore_mode={restore_mode!r} is unknown; use 'latest' or 'specific' (with restore_step)"
         )
-    feature_converter = feature_converter or default_feature_converter(model_config)
+    feature_converter = feature_converter or evaluation.default_feature_converter(model_config)
     schedule = optim.as_schedule(optim.rsqrt_schedule() if learning_rate is None else learning_rate)
     optimizer = optimizer or optim.make_optimizer()
     layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
@@ -617,7 +461,7 @@ def train(
         unfreeze_every=unfreeze_every, finetune_start_step=int(meta.get("finetune_start_step", 0)), seed=seed,
     )  # fmt: skip
     check_settings(settings, model_config, batch_size)
-    dataset = _dataset(
+    dataset = evaluation._dataset(
         mixture_or_task_name, task_feature_lengths, "train", batch_size // num_shards,
         shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards,
         feature_converter=feature_converter, pack=pack, num_epochs=None,
@@ -638,7 +482,7 @@ def train(
     run_meta = {"finetune_start_step": settings.finetune_start_step, "seed": seed}
 
     def run_eval(step: int) -> None:
-        results = evaluate(
+        results = evaluation.evaluate(
             state["params"], model_config, mixture_or_task_name=mixture_or_task_name,
             task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=eval_split,
             max_batches=eval_batches, decode=eval_decode, max_decode_examples=eval_decode_examples,

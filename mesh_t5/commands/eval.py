@@ -10,7 +10,7 @@ from typing import Any
 import gin
 import jax
 
-from mesh_t5 import checkpoints, layouts, network
+from mesh_t5 import checkpoints, evaluation, layouts, network
 from mesh_t5 import train as train_lib
 from mesh_t5.commands.train import call, configure, parse_args
 from mesh_t5.config import T5Config
@@ -92,7 +92,7 @@ def evaluate_checkpoints(
         for step, directory in _checkpoint_dirs(path, steps):
             params, saved_step, _ = checkpoints.load_params(directory, abstract, shardings)
             step = saved_step if step < 0 else step
-            results[step] = train_lib.evaluate(
+            results[step] = evaluation.evaluate(
                 params, config, mixture_or_task_name=mixture_or_task_name,
                 task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
                 max_batches=max_batches, decode=decode, max_decode_examples=max_decode_examples,
