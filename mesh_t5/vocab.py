@@ -35,6 +35,18 @@ class Vocabulary:
         self.extra_ids = int(extra_ids)
 
     # --- subclasses implement these two plus `_base_vocab_size` ---
+
+    def _until_eos(self, ids: Iterable[int]) -> list[int]:
+        """Returns the ids before the first EOS, PAD dropped (what decode renders)."""
+        kept: list[int] = []
+        for t in ids:
+            t = int(t)
+            if t == self.eos_id:
+                break
+            if t != self.pad_id:
+                kept.append(t)
+        return kept
+
     def _encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
@@ -74,13 +86,7 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Returns the text of `ids`, stopping at the first EOS and dropping PAD."""
-        kept: list[int] = []
-        for t in ids:
-            t = int(t)
-            if t == self.eos_id:
-                break
-            if t != self.pad_id:
-                kept.append(t)
+        kept = self._until_eos(ids)
         # Sentinels are rendered as `<extra_id_i>` so that span-corruption text is readable.
         out, run = [], []
         first_extra = self._base_vocab_size
@@ -203,13 +209,7 @@ class SentencePieceVocabulary(Vocabulary):
         return [list(x) for x in self._sp.encode(list(texts))]
 
     def decode(self, ids: Iterable[int]) -> str:
-        kept: list[int] = []
-        for t in ids:
-            t = int(t)
-            if t == self.eos_id:
-                break
-            if t != self.pad_id:
-                kept.append(t)
+        kept = self._until_eos(ids)
         return self._sp.decode(kept)
 
     def _identity(self) -> tuple:
