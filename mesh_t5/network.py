@@ -195,17 +195,32 @@ def _decoder_layer(
     cross_bias: jax.Array | None,
     cross_kv: tuple[jax.Array, jax.Array] | None,
     kv_cache: tuple[jax.Array, jax.Array] | None = None,
+    layer: jax.Array | int = 0,
     index: jax.Array | int = 0,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Returns (x [B, T, D], self-attention (keys, values)); with kv_cache, the updated cache [B, M, H, K]."""
+    """Returns (x [B, T, D], self-attention (keys, values) [B, T, H, K]).
+
+    With kv_cache, the stacked caches [L, B, M, H, K] of every layer: this layer's new keys and
+    values are written at (layer, :, index) and it attends over its M slots; the updated stacked
+    caches are returned in place of (keys, values).
+    """
     r = _split(rng, 6)
     eps, rate = config.layer_norm_epsilon, config.dropout_rate
     h = layers.rms_norm(x, lp["self_attention_norm"]["scale"], eps)
     q = layers.project_q(lp["self_attention"], h)
     k, v = layers.project_kv(lp["self_attention"], h)  # [B, T, H, K]
+    kv_out = (k, v)
     if kv_cache is not None:
-        k = jax.lax.dynamic_update_slice_in_dim(kv_cache[0], k.astype(kv_cache[0].dtype), index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(kv_cache[1], v.astype(kv_cache[1].dtype), index, axis=1)
+        # Only the T new slots are written, into the whole stacked cache carried through the layer
+        # loop, so XLA updates it in place instead of copying each layer's [B, M, H, K] cache in
+        # and out of the scan at every step.
+        keys, values = kv_cache
+        at = (layer, 0, index, 0, 0)
+        keys = jax.lax.dynamic_update_slice(keys, k[None].astype(keys.dtype), at)  # [L, B, M, H, K]
+        values = jax.lax.dynamic_update_slice(values, v[None].astype(values.dtype), at)
+        k = jax.lax.dynamic_index_in_dim(keys, layer, axis=0, keepdims=False)  # [B, M, H, K]
+        v = jax.lax.dynamic_index_in_dim(values, layer, axis=0, keepdims=False)
+        kv_out = (keys, values)
     h = layers.attend(lp["self_attention"], q, k, v, self_bias, dropout_rate=rate, dropout_rng=r[0])
     x = x + layers.dropout(h, rate, r[1])
     if cross_kv is not None:
@@ -215,7 +230,7 @@ def _decoder_layer(
             lp["cross_attention"], q, *cross_kv, cross_bias, dropout_rate=rate, dropout_rng=r[2]
         )
         x = x + layers.dropout(h, rate, r[3])
-    return _ffn(lp, x, config, r[4], r[5]), (k, v)
+    return _ffn(lp, x, config, r[4], r[5]), kv_out
 
 
 def _scan(fn: Any, x: jax.Array, xs: Any, remat: bool) -> tuple[jax.Array, Any]:
@@ -433,9 +448,12 @@ def _run_cached(
     x = layers.embed(params["token_embedder"]["embedding"], tokens, config.dtype)
     has_cross = config.has_encoder
 
-    def body(x: jax.Array, xs: Any) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        lp, k_cache, v_cache, ck, cv = xs
-        return _decoder_layer(
+    Carry = tuple[jax.Array, jax.Array, jax.Array]
+
+    def body(carry: Carry, xs: Any) -> tuple[Carry, None]:
+        x, keys, values = carry  # keys, values [L, B, M, H, K]: updated in place, layer by layer
+        lp, layer, ck, cv = xs
+        x, (keys, values) = _decoder_layer(
             lp,
             x,
             config,
@@ -443,18 +461,20 @@ def _run_cached(
             self_bias=self_bias,
             cross_bias=cross_bias,
             cross_kv=(ck, cv) if has_cross else None,
-            kv_cache=(k_cache, v_cache),
+            kv_cache=(keys, values),
+            layer=layer,
             index=index,
         )
+        return (x, keys, values), None
 
+    n = config.num_decoder_layers
     xs = (
         decoder_layers(params, config),
-        cache["self_key"],
-        cache["self_value"],
+        jnp.arange(n, dtype=jnp.int32),
         cache.get("cross_key"),
         cache.get("cross_value"),
     )
-    x, (keys, values) = jax.lax.scan(body, x, xs)
+    (x, keys, values), _ = jax.lax.scan(body, (x, cache["self_key"], cache["self_value"]), xs)
     x = layers.rms_norm(x, dec["final_norm"]["scale"], config.layer_norm_epsilon)
     cache = {**cache, "self_key": keys, "self_value": values, "index": index + t}
     return _logits(params, x, config), cache
