@@ -43,9 +43,10 @@ def _decoder(params, config, inputs, length: int, beam_size: int):
     return decoding.beam_search(step, cache, beam_size=beam_size, **common)[0]
 
 
-def _best_ms(fn: Callable[[], jax.Array], repeats: int) -> float:
-    """Returns the fastest of `repeats` timed calls in ms (after one untimed compile/warm-up call)."""
-    jax.block_until_ready(fn())
+def _best_ms(fn: Callable[[], jax.Array], repeats: int, *, warm_up: bool = True) -> float:
+    """Returns the fastest of `repeats` timed calls in ms (after one untimed compile call if warm_up)."""
+    if warm_up:
+        jax.block_until_ready(fn())
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -77,9 +78,9 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
             )
             enc_ms = _best_ms(lambda f=enc_fn: f(params, inputs), args.repeats)
             fn = jax.jit(lambda p, x, n=length, k=beam: _decoder(p, config, x, n, k))
-            tokens = np.asarray(fn(params, inputs))
+            tokens = np.asarray(fn(params, inputs))  # compiles
             assert tokens.shape[-1] == length and not (tokens == config.eos_id).any(), "a row stopped early"
-            total_ms = _best_ms(lambda f=fn: f(params, inputs), args.repeats)
+            total_ms = _best_ms(lambda f=fn: f(params, inputs), args.repeats, warm_up=False)
             per_token = (total_ms - enc_ms) / length
             print(f"{beam:>4} {length:>6} {total_ms:>10.1f} {enc_ms:>10.1f} {per_token:>9.2f}", flush=True)
 
