@@ -233,12 +233,16 @@ def step_report(run: Run) -> dict:
     scores = info["evaluate"].get(
         "scores", {}
     )  # {task: {"pretrained": {...}, "scratch": {...}, "baseline": {...}}}
+    pretrain_curve = read_loss_curve(run.root / MODEL_DIRS["pretrain"])
+    # The pre-trained run's steps continue from pre-training's; count both runs from the start of
+    # fine-tuning so the two curves share an x-axis.
+    offset = pretrain_curve[-1][0] if pretrain_curve else 0
     curves = {
-        "pre-training (span corruption)": {
-            "pre-training": read_loss_curve(run.root / MODEL_DIRS["pretrain"])
-        },
-        "fine-tuning (summarize + family mixture)": {
-            "from the pre-trained checkpoint": read_loss_curve(run.root / MODEL_DIRS["pretrained"]),
+        "pre-training (span corruption)": {"pre-training": pretrain_curve},
+        "fine-tuning (summarize + family), steps since it began": {
+            "from the pre-trained checkpoint": [
+                (step - offset, loss) for step, loss in read_loss_curve(run.root / MODEL_DIRS["pretrained"])
+            ],
             "from scratch": read_loss_curve(run.root / MODEL_DIRS["scratch"]),
         },
     }
