@@ -30,7 +30,7 @@ import numpy as np
 from mesh_t5 import inference
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
-from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary
+from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary, load_vocabulary
 
 EOS_ID = 1
 PAD_ID = 0
@@ -82,9 +82,7 @@ def model_vocabulary(model: Any) -> Vocabulary:
             "the model has no vocabulary (no vocab/ file in a mesh_t5 dir, no spiece.model in a Hugging Face dir); "
             "add the SentencePiece model there or pass vocabulary="
         )
-    if os.path.basename(str(path)) in ("byte", "bytes"):
-        return ByteVocabulary()
-    return SentencePieceVocabulary(path)
+    return load_vocabulary(path)
 
 
 class _TextOps:

@@ -14,7 +14,7 @@ import numpy as np
 from mesh_t5 import hf, inference, layouts, losses, network
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
-from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary
+from mesh_t5.vocab import Vocabulary, load_vocabulary
 
 FORMATS = ("hf", "mesh_t5")
 
@@ -131,10 +131,7 @@ class T5Model:
                     "this model has no vocabulary (no spiece.model / vocab file beside it); pass "
                     "vocabulary=mesh_t5.vocab.SentencePieceVocabulary(path) or ByteVocabulary() to T5Model"
                 )
-            if os.path.basename(str(self.vocab_path)) in ("byte", "bytes"):
-                self.vocabulary = ByteVocabulary()
-            else:
-                self.vocabulary = SentencePieceVocabulary(self.vocab_path)
+            self.vocabulary = load_vocabulary(self.vocab_path)
         return self.vocabulary
 
     def generate_tokens(

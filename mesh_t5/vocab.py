@@ -289,6 +289,17 @@ class SentencePieceVocabulary(Vocabulary):
         return vocab
 
 
+BYTE_VOCABULARY_NAMES = ("byte", "bytes")
+
+
+def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:
+    """Returns the vocabulary a `--vocab` value or a model's vocab path names: "byte" (or a path whose
+    last component is "byte"/"bytes") for the byte vocabulary, else a SentencePiece model file."""
+    if os.path.basename(os.fspath(spec)) in BYTE_VOCABULARY_NAMES:
+        return ByteVocabulary()
+    return SentencePieceVocabulary(spec)
+
+
 class LazyVocabulary(Vocabulary):
     """A vocabulary built on first use by `factory()` (so a task catalogue can be registered
     without the vocabulary file being present); `missing` is the UserError text if it fails."""

@@ -56,14 +56,10 @@ def main(argv: Sequence[str]) -> int:
 
     from mesh_t5 import export
     from mesh_t5.model import T5Model
-    from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary
+    from mesh_t5.vocab import load_vocabulary
 
     export.check_output_dir(str(output_dir))
-    vocabulary = None
-    if args.vocab == "byte":
-        vocabulary = ByteVocabulary()
-    elif args.vocab:
-        vocabulary = SentencePieceVocabulary(args.vocab)
+    vocabulary = load_vocabulary(args.vocab) if args.vocab else None
     model = T5Model.from_pretrained(str(checkpoint))
     path = export.export_saved_model(
         model,

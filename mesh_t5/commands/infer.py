@@ -154,13 +154,11 @@ def _load_vocab(spec: str | None, model: Any) -> Any:
     """--vocab if given, else the model's own (None when it has none: a task may supply one)."""
     from mesh_t5 import vocab as vocab_lib
 
-    if spec == "byte":
-        return vocab_lib.ByteVocabulary()
     if spec is None:
         return model.get_vocabulary() if model.vocab_path else None
-    if not os.path.isfile(spec):
+    if spec not in vocab_lib.BYTE_VOCABULARY_NAMES and not os.path.isfile(spec):
         raise UserError(f"vocabulary {spec} does not exist; pass --vocab=byte or a SentencePiece .model file")
-    return vocab_lib.SentencePieceVocabulary(spec)
+    return vocab_lib.load_vocabulary(spec)
 
 
 def _open_output(path: str | None, overwrite: bool) -> Any:
