@@ -89,6 +89,24 @@ def relative_position_bias(
     return jnp.transpose(values, (0, 3, 1, 2))  # [B, H, T, S]
 
 
+def dense(x: jax.Array, kernel: jax.Array, contract: int = 1, **dot_kwargs: Any) -> jax.Array:
+    """Returns x [..., C1..Cc] contracted with kernel [C1..Cc, O1..] -> [..., O1..] as one 2-D matmul.
+
+    Same result as the einsum; flattening to [rows, C] @ [C, O] first is what makes the
+    backward pass fast on XLA CPU: the gradient of a 3-D einsum contracts over batch and length
+    together, which XLA's CPU backend runs ~2x slower than the equivalent 2-D matmul
+    (measured: gated MLP of the demo model, grad 49 ms vs 24 ms). Leading axes sharded on the
+    batch axis stay sharded through the reshape.
+    """
+    lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract :]
+    out = kernel.shape[contract:]
+    size = math.prod(inner)
+    y = jax.lax.dot_general(
+        x.reshape(-1, size), kernel.reshape(size, -1), (((1,), (0,)), ((), ())), **dot_kwargs
+    )
+    return y.reshape(*lead, *out)
+
+
 def mask_to_bias(mask: jax.Array) -> jax.Array:
     """Returns 0 where mask is True and MASK_VALUE elsewhere (float32, same shape)."""
     return jnp.where(mask, 0.0, MASK_VALUE).astype(jnp.float32)
@@ -97,8 +115,8 @@ def mask_to_bias(mask: jax.Array) -> jax.Array:
 def project_kv(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Returns keys and values [B, S, H, K] of x [B, S, D] (cached once per sequence in decoding)."""
     dtype = x.dtype
-    k = jnp.einsum("BSD,DHK->BSHK", x, params["key"].astype(dtype))
-    v = jnp.einsum("BSD,DHK->BSHK", x, params["value"].astype(dtype))
+    k = dense(x, params["key"].astype(dtype))
+    v = dense(x, params["value"].astype(dtype))
     k = layouts.constrain(k, ("batch", "length", "heads", "kv"))
     v = layouts.constrain(v, ("batch", "length", "heads", "kv"))
     return k, v
@@ -106,7 +124,7 @@ def project_kv(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def project_q(params: Params, x: jax.Array) -> jax.Array:
     """Returns queries [B, T, H, K] of x [B, T, D]."""
-    q = jnp.einsum("BTD,DHK->BTHK", x, params["query"].astype(x.dtype))
+    q = dense(x, params["query"].astype(x.dtype))
     return layouts.constrain(q, ("batch", "length", "heads", "kv"))
 
 
@@ -132,7 +150,7 @@ def attend(
     weights = jax.nn.softmax(logits, axis=-1)  # [B, H, T, S]
     weights = dropout(weights, dropout_rate, dropout_rng).astype(dtype)
     out = jnp.einsum("BHTS,BSHK->BTHK", weights, v)
-    out = jnp.einsum("BTHK,HKD->BTD", out, params["out"].astype(dtype))
+    out = dense(out, params["out"].astype(dtype), contract=2)
     return layouts.constrain(out, ("batch", "length", "embed"))
 
 
@@ -163,18 +181,18 @@ def mlp(params: Params, x: jax.Array, config: T5Config, *, dropout_rng: jax.Arra
     """Returns the feed-forward block output [B, T, D]: wo(act(wi x)) or wo(act(wi_0 x) * wi_1 x)."""
     dtype = x.dtype
     if config.is_gated:
-        h = _activate(jnp.einsum("BTD,DF->BTF", x, params["wi_0"].astype(dtype)), config.activation, True)
-        h = h * jnp.einsum("BTD,DF->BTF", x, params["wi_1"].astype(dtype))
+        h = _activate(dense(x, params["wi_0"].astype(dtype)), config.activation, True)
+        h = h * dense(x, params["wi_1"].astype(dtype))
     else:
-        h = _activate(jnp.einsum("BTD,DF->BTF", x, params["wi"].astype(dtype)), config.activation, False)
+        h = _activate(dense(x, params["wi"].astype(dtype)), config.activation, False)
     h = layouts.constrain(h, ("batch", "length", "d_ff"))
     h = dropout(h, config.dropout_rate, dropout_rng)
-    out = jnp.einsum("BTF,FD->BTD", h, params["wo"].astype(dtype))
+    out = dense(h, params["wo"].astype(dtype))
     return layouts.constrain(out, ("batch", "length", "embed"))
 
 
 def adapter(params: Params, x: jax.Array) -> jax.Array:
     """Returns x + up(relu(down(x))) (paper Table 10 adapter layers), [B, T, D]."""
     dtype = x.dtype
-    h = jax.nn.relu(jnp.einsum("BTD,DA->BTA", x, params["wi"].astype(dtype)))
-    return x + jnp.einsum("BTA,AD->BTD", h, params["wo"].astype(dtype))
+    h = jax.nn.relu(dense(x, params["wi"].astype(dtype)))
+    return x + dense(h, params["wo"].astype(dtype))

@@ -308,10 +308,10 @@ def _logits(params: Params, x: jax.Array, config: T5Config) -> jax.Array:
     """Returns float32 logits [B, T, V] from the decoder output x [B, T, D]."""
     if config.tie_word_embeddings:
         emb = params["token_embedder"]["embedding"].astype(x.dtype)
-        logits = jnp.einsum("BTD,VD->BTV", x * config.d_model**-0.5, emb, preferred_element_type=jnp.float32)
+        logits = layers.dense(x * config.d_model**-0.5, emb.T, preferred_element_type=jnp.float32)
     else:
         kernel = params["logits_dense"]["kernel"].astype(x.dtype)
-        logits = jnp.einsum("BTD,DV->BTV", x, kernel, preferred_element_type=jnp.float32)
+        logits = layers.dense(x, kernel, preferred_element_type=jnp.float32)
     return layouts.constrain(logits, ("batch", "length", "vocab"))
 
 
