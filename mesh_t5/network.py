@@ -200,9 +200,9 @@ def _decoder_layer(
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Returns (x [B, T, D], self-attention (keys, values) [B, T, H, K]).
 
-    With kv_cache, the stacked caches [L, B, M, H, K] of every layer: this layer's new keys and
-    values are written at (layer, :, index) and it attends over its M slots; the updated stacked
-    caches are returned in place of (keys, values).
+    With kv_cache, the stacked caches [L, B, H, M, K] of every layer: this layer's new keys and
+    values are written at (layer, :, :, index) and it attends over its M slots; the updated
+    stacked caches are returned in place of (keys, values).
     """
     r = _split(rng, 6)
     eps, rate = config.layer_norm_epsilon, config.dropout_rate
@@ -211,15 +211,9 @@ def _decoder_layer(
     k, v = layers.project_kv(lp["self_attention"], h)  # [B, T, H, K]
     kv_out = (k, v)
     if kv_cache is not None:
-        # Only the T new slots are written, into the whole stacked cache carried through the layer
-        # loop, so XLA updates it in place instead of copying each layer's [B, M, H, K] cache in
-        # and out of the scan at every step.
         keys, values = kv_cache
-        at = (layer, 0, index, 0, 0)
-        keys = jax.lax.dynamic_update_slice(keys, k[None].astype(keys.dtype), at)  # [L, B, M, H, K]
-        values = jax.lax.dynamic_update_slice(values, v[None].astype(values.dtype), at)
-        k = jax.lax.dynamic_index_in_dim(keys, layer, axis=0, keepdims=False)  # [B, M, H, K]
-        v = jax.lax.dynamic_index_in_dim(values, layer, axis=0, keepdims=False)
+        keys, k = _cache_write_read(keys, k, layer, index)  # k, v [B, M, H, K]
+        values, v = _cache_write_read(values, v, layer, index)
         kv_out = (keys, values)
     h = layers.attend(lp["self_attention"], q, k, v, self_bias, dropout_rate=rate, dropout_rng=r[0])
     x = x + layers.dropout(h, rate, r[1])
@@ -231,6 +225,21 @@ def _decoder_layer(
         )
         x = x + layers.dropout(h, rate, r[3])
     return _ffn(lp, x, config, r[4], r[5]), kv_out
+
+
+def _cache_write_read(
+    cache: jax.Array, new: jax.Array, layer: jax.Array | int, index: jax.Array | int
+) -> tuple[jax.Array, jax.Array]:
+    """Writes new [B, T, H, K] at slots index.. of `layer` in the stacked cache [L, B, H, M, K].
+
+    Returns (cache, this layer's slots as [B, M, H, K], a transposed view that XLA folds into the
+    attention dots). Only the T new slots are written, into the whole stacked cache carried
+    through the layer loop, so XLA updates it in place.
+    """
+    at = (layer, 0, 0, index, 0)
+    cache = jax.lax.dynamic_update_slice(cache, jnp.swapaxes(new, 1, 2)[None].astype(cache.dtype), at)
+    slots = jax.lax.dynamic_index_in_dim(cache, layer, axis=0, keepdims=False)  # [B, H, M, K]
+    return cache, jnp.swapaxes(slots, 1, 2)
 
 
 def _scan(fn: Any, x: jax.Array, xs: Any, remat: bool) -> tuple[jax.Array, Any]:
@@ -380,9 +389,13 @@ def forward(
 # ----------------------------------------------------------------------------- cached decoding
 #
 # Cache layout (every leaf of rank >= 1 has the batch on axis 1, CACHE_BATCH_AXIS):
-#   self_key, self_value    [L, B, M, H, K]  decoder self-attention keys/values, slot = position
+#   self_key, self_value    [L, B, H, M, K]  decoder self-attention keys/values, slot = position
 #   start                   [1, B] int32     first valid slot per row (> 0 for left-aligned short prompts)
-#   cross_key, cross_value  [L, B, S, H, K]  encoder-decoder only: computed once from the encoder output
+#   cross_key, cross_value  [L, B, H, S, K]  encoder-decoder only: computed once from the encoder output
+#
+# Heads come before slots (as in the per-head attention dot products) so that XLA's CPU dots read
+# each head's [M, K] (or [S, K]) block as stored; in [.., M, H, K] order every step made a
+# transposed copy of each layer's whole keys and values.
 #   encoder_mask            [1, B, S] bool   encoder-decoder only: True at non-pad encoder tokens
 #   index                   [] int32         the slot the next decode_step writes (same for every row)
 
@@ -406,7 +419,7 @@ def init_decode_cache(
         batch_size = encoder_input_tokens.shape[0]
     elif batch_size is None:
         raise ValueError("init_decode_cache needs batch_size for a decoder-only model")
-    shape = (config.num_decoder_layers, batch_size, max_decode_length, config.num_heads, config.d_kv)
+    shape = (config.num_decoder_layers, batch_size, config.num_heads, max_decode_length, config.d_kv)
     cache = {
         "self_key": jnp.zeros(shape, config.dtype),
         "self_value": jnp.zeros(shape, config.dtype),
@@ -417,8 +430,8 @@ def init_decode_cache(
         encoded = encode(params, encoder_input_tokens, config)  # [B, S, D]
         cross = decoder_layers(params, config)["cross_attention"]
         dtype = encoded.dtype
-        cache["cross_key"] = jnp.einsum("BSD,LDHK->LBSHK", encoded, cross["key"].astype(dtype))
-        cache["cross_value"] = jnp.einsum("BSD,LDHK->LBSHK", encoded, cross["value"].astype(dtype))
+        cache["cross_key"] = jnp.einsum("BSD,LDHK->LBHSK", encoded, cross["key"].astype(dtype))
+        cache["cross_value"] = jnp.einsum("BSD,LDHK->LBHSK", encoded, cross["value"].astype(dtype))
         cache["encoder_mask"] = (encoder_input_tokens != config.pad_id)[None]
     return cache
 
@@ -433,7 +446,7 @@ def _run_cached(
     """Runs tokens [B, T] at slots index..index+T-1 against the cache; returns (logits [B, T, V], cache)."""
     dec = params["decoder"]
     index = cache["index"]
-    t, m = tokens.shape[1], cache["self_key"].shape[2]
+    t, m = tokens.shape[1], cache["self_key"].shape[3]
     q_slots = (index + jnp.arange(t, dtype=jnp.int32))[None]  # [1, T]
     k_slots = jnp.arange(m, dtype=jnp.int32)[None]  # [1, M]
     # Slots are positions: left alignment shifts a row's query and key slots alike, so relative
@@ -451,7 +464,7 @@ def _run_cached(
     Carry = tuple[jax.Array, jax.Array, jax.Array]
 
     def body(carry: Carry, xs: Any) -> tuple[Carry, None]:
-        x, keys, values = carry  # keys, values [L, B, M, H, K]: updated in place, layer by layer
+        x, keys, values = carry  # keys, values [L, B, H, M, K]: updated in place, layer by layer
         lp, layer, ck, cv = xs
         x, (keys, values) = _decoder_layer(
             lp,
@@ -460,7 +473,7 @@ def _run_cached(
             None,
             self_bias=self_bias,
             cross_bias=cross_bias,
-            cross_kv=(ck, cv) if has_cross else None,
+            cross_kv=(jnp.swapaxes(ck, 1, 2), jnp.swapaxes(cv, 1, 2)) if has_cross else None,
             kv_cache=(keys, values),
             layer=layer,
             index=index,
@@ -484,7 +497,7 @@ def decode_step(
     params: Params, cache: dict[str, jax.Array], last_tokens: jax.Array, config: T5Config
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns (logits [B, V] float32 for the token after last_tokens [B], the advanced cache)."""
-    m = cache["self_key"].shape[2]
+    m = cache["self_key"].shape[3]
     slots = jnp.arange(m)[None]  # [1, M]
     valid = (slots >= cache["start"][0][:, None]) & (slots <= cache["index"])  # [B, M]
     logits, cache = _run_cached(params, cache, last_tokens[:, None], valid[:, None, None, :], config)
@@ -519,7 +532,7 @@ def prefill(
     if config.architecture == "prefix_lm":
         visible = visible | (valid[:, :, None] & valid[:, None, :])
     mask = visible & valid[:, None, :]  # [B, P, P]
-    m = cache["self_key"].shape[2]
+    m = cache["self_key"].shape[3]
     mask = jnp.pad(mask, ((0, 0), (0, 0), (0, m - p)))[:, None]  # [B, 1, P, M]: unwritten slots masked
     cache = {**cache, "index": jnp.zeros((), jnp.int32), "start": shift[None]}
     _, cache = _run_cached(params, cache, tokens, mask, config)
