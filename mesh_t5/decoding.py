@@ -54,6 +54,25 @@ def gather_cache_beams(cache: PyTree, beam_indices: jax.Array, axis: int = 0) ->
     return _map_batched(lambda x: jnp.take(x, flat, axis=axis, unique_indices=False), cache, axis)
 
 
+def _reorder_updated(old: PyTree, new: PyTree, beam_indices: jax.Array, axis: int) -> PyTree:
+    """gather_cache_beams over the leaves of `new` that a step changed; those it returned as they
+    came in (`old`, the same traced value) are kept as they are.
+
+    A leaf no step changes still holds the beam_size equal copies of each row that
+    expand_cache_to_beams made, so reordering it within the row would only copy it: e.g. the
+    encoder-decoder's cross-attention keys and values, gathered (and copied) at every step before.
+    """
+    old_leaves = jax.tree.leaves(old)
+    new_leaves, treedef = jax.tree.flatten(new)
+    if len(old_leaves) != len(new_leaves):  # a different structure: nothing known to be kept
+        return gather_cache_beams(new, beam_indices, axis)
+    leaves = [
+        n if n is o else gather_cache_beams(n, beam_indices, axis)
+        for o, n in zip(old_leaves, new_leaves, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, leaves)
+
+
 # ----------------------------------------------------------------------------- greedy and sampling
 
 
@@ -233,7 +252,8 @@ def beam_search(
     As in t5x, each step keeps the top 2K extensions of the K alive beams (so K non-EOS ones
     survive even if K of them end), moves those ending in EOS to the finished set (top K by score),
     and stops early once no alive beam, even at its most favourable length, can beat the worst of
-    K finished sequences. The cache is expanded to B*K rows (batch-major) and reordered each step.
+    K finished sequences. The cache is expanded to B*K rows (batch-major); each step reorders the
+    leaves tokens_to_logits changed (the leaves it returns untouched stay equal across beams).
     When fewer than N distinct sequences exist (tiny vocabularies), the extra slots score -inf.
     """
     if beam_size < 1:
@@ -270,7 +290,7 @@ def beam_search(
     def body(state):
         i, seqs, alive_logp, fin_seqs, fin_scores, fin_flags, cache = state
         last = jax.lax.dynamic_index_in_dim(seqs, i, axis=2, keepdims=False).reshape(B * K)  # [B*K]
-        logits, cache = tokens_to_logits(last, cache)
+        logits, new_cache = tokens_to_logits(last, cache)
         V = logits.shape[-1]
         log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(B, K, V)
         cand_logp = (alive_logp[:, :, None] + log_probs).reshape(B, K * V)  # [B, K*V]
@@ -286,7 +306,7 @@ def beam_search(
         alive_cand = jnp.where(ends, NEG_INF, top_logp)  # [B, 2K]
         new_alive_logp, pick = jax.lax.top_k(alive_cand, K)  # [B, K]
         new_seqs = jnp.take_along_axis(top_seqs, pick[:, :, None], axis=1)  # [B, K, L+1]
-        cache = gather_cache_beams(cache, jnp.take_along_axis(top_beam, pick, axis=1), axis)
+        cache = _reorder_updated(cache, new_cache, jnp.take_along_axis(top_beam, pick, axis=1), axis)
 
         # Finished: merge the candidates that end (by EOS, or by reaching max length) into the top K.
         finishing = valid & (ends | at_max)

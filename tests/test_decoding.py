@@ -321,3 +321,55 @@ def test_cache_beam_helpers_round_trip():
     for b in range(3):
         for k in range(2):
             np.testing.assert_array_equal(gathered[:, b * 2 + k], marked[:, b * 2 + int(idx[b, k])])
+
+
+def _gather_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """Output shapes of every gather in jaxpr, nested calls included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "gather":
+            shapes.append(eqn.outvars[0].aval.shape)
+        for param in eqn.params.values():
+            sub = getattr(param, "jaxpr", param)  # a ClosedJaxpr's Jaxpr
+            if hasattr(sub, "eqns"):
+                shapes += _gather_shapes(sub)
+    return shapes
+
+
+def test_beam_search_reorders_only_the_cache_leaves_a_step_changes():
+    """A leaf the step returns untouched (like cross-attention keys) holds equal copies across a
+    row's beams, so it is carried as is: the loop gathers only the leaves the step changed."""
+    batch, length, beams = 2, 5, 3
+    model = ToyModel(vocab=6, length=length, batch=batch, seed=11, axis=1)
+    cache = {**model.init_cache(), "const": jnp.ones((1, batch, 13), jnp.float32)}  # [1, B, 13]
+
+    def run(cache, touch_all: bool):
+        def tokens_to_logits(last, cache):
+            logits, new = model.tokens_to_logits(last, cache)  # passes "row" through
+            new = {**new, "const": cache["const"]}
+            if touch_all:  # new values (equal ones): every batched leaf is reordered
+                new = {**new, "row": new["row"] * 1.0, "const": new["const"] * 1.0}
+            return logits + cache["const"][0, :, :1], new
+
+        return decoding.beam_search(
+            tokens_to_logits, cache, batch_size=batch, max_decode_length=length, beam_size=beams,
+            cache_batch_axis=1,
+        )  # fmt: skip
+
+    def loop_gathers(touch_all: bool) -> list[tuple[int, ...]]:
+        (loop,) = [
+            e for e in jax.make_jaxpr(lambda c: run(c, touch_all))(cache).eqns if e.primitive.name == "while"
+        ]
+        return _gather_shapes(loop.params["body_jaxpr"].jaxpr)
+
+    rows = batch * beams
+    kept = loop_gathers(False)
+    assert (1, rows) in kept  # "hist" changes every step: reordered
+    assert (1, rows, 6) not in kept and (1, rows, 13) not in kept  # "row", "const": carried as they are
+    every = loop_gathers(True)
+    assert (1, rows, 6) in every and (1, rows, 13) in every
+    # The same hypotheses and scores either way.
+    tokens, scores = run(cache, False)
+    ref_tokens, ref_scores = run(cache, True)
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(ref_tokens))
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), rtol=1e-6)
