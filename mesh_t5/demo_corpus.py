@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import random
 import re
 import sysconfig
 import warnings
@@ -253,21 +254,40 @@ SUMMARIZE_PREFIX = "summarize: "
 FAMILY_PREFIX = "which module: "
 # Top-level stdlib packages with the most docstrings, distinct enough to tell apart by topic.
 FAMILY_LABELS = ("asyncio", "distutils", "email", "importlib", "logging", "tkinter", "unittest", "xml")
-SUMMARIZE_MIN_BODY_WORDS = 8
+# The summarize input holds the summary line and the sentences after it, at most this many and
+# this many characters in all, so that nearly every input fits the demo's 128 input tokens (the
+# summary line is not cut off); summary lines up to 110 characters fit its 32 target tokens.
+SUMMARIZE_MAX_SENTENCES = 4
+SUMMARIZE_MAX_CHARS = 300
+SUMMARIZE_MAX_TARGET_CHARS = 110
 TASK_FILES = {"summarize": "summarize_{split}.jsonl", "family": "family_{split}.jsonl"}
 
 
-def summarize_example(doc: Document) -> dict[str, str] | None:
-    """Returns {"inputs", "targets"}: the object's name and docstring body -> its first sentence.
+def summarize_example(doc: Document, seed: int = 0) -> dict[str, str] | None:
+    """Returns {"id", "inputs", "targets"}: a docstring's sentences, shuffled -> its summary line.
 
-    None when the docstring has a single sentence or a body too short to summarise. The
-    name goes in because a docstring's summary line paraphrases the name it documents.
+    Extractive summarisation: the input is "summarize: <name>: " and the docstring's first
+    sentences (its summary line and up to SUMMARIZE_MAX_SENTENCES - 1 after it) in an order
+    drawn from `seed` and the document id; the target is the summary line (the first sentence
+    of the docstring). The model has to tell which sentence summarises the object (short,
+    often imperative, naming what `name` does); `mesh-t5 demo` scores the sentence it ranks
+    highest and its generation. Copying the input's lead sentence, the baseline, is right when
+    the shuffle happened to put the summary line first. None when the
+    docstring has one sentence, its first two are over SUMMARIZE_MAX_CHARS, its summary line
+    over SUMMARIZE_MAX_TARGET_CHARS, or the joined sentences would not split back into the
+    same ones (the baseline must see the sentences the target was cut from).
     """
-    sentences = c4_filters.split_sentences(doc.text)
-    if len(sentences) < 2:
+    sentences = c4_filters.split_sentences(doc.text)[:SUMMARIZE_MAX_SENTENCES]
+    while len(sentences) > 2 and sum(len(s) + 1 for s in sentences) > SUMMARIZE_MAX_CHARS:
+        sentences.pop()
+    if len(sentences) < 2 or sum(len(s) + 1 for s in sentences) > SUMMARIZE_MAX_CHARS:
         return None
-    body = " ".join(sentences[1:])
-    if len(body.split()) < SUMMARIZE_MIN_BODY_WORDS:
+    if len(sentences[0]) > SUMMARIZE_MAX_TARGET_CHARS:
+        return None
+    order = list(sentences)
+    random.Random(f"{seed}:{doc.id}").shuffle(order)
+    body = " ".join(order)
+    if c4_filters.split_sentences(body) != order:
         return None
     name = f"{doc.module}.{doc.name}" if doc.name else doc.module
     return {"id": doc.id, "inputs": f"{SUMMARIZE_PREFIX}{name}: {body}", "targets": sentences[0]}
@@ -280,12 +300,21 @@ def family_example(doc: Document) -> dict[str, str] | None:
     return {"id": doc.id, "inputs": FAMILY_PREFIX + doc.text.replace("\n", " "), "targets": doc.family}
 
 
-def lead_sentence(inputs: str) -> str:
-    """The lead baseline for `summarize`: the first sentence of the body (after the name)."""
+def summarize_sentences(inputs: str) -> list[str]:
+    """Returns the sentences of a `summarize` input in the order given (the candidates for its summary line)."""
     body = inputs[len(SUMMARIZE_PREFIX) :] if inputs.startswith(SUMMARIZE_PREFIX) else inputs
-    body = body.split(": ", 1)[-1]
-    sentences = c4_filters.split_sentences(body)
-    return sentences[0] if sentences else body
+    body = body.split(": ", 1)[-1]  # after the object's name
+    return c4_filters.split_sentences(body) or [body]
+
+
+def lead_sentence(inputs: str) -> str:
+    """The lead baseline for `summarize`: the first sentence of the input as given (after the name)."""
+    return summarize_sentences(inputs)[0]
+
+
+def shortest_sentence(inputs: str) -> str:
+    """A hand-made rule for `summarize`, reported for reference: the input's shortest sentence."""
+    return min(summarize_sentences(inputs), key=len)
 
 
 def majority_label(targets: list[str]) -> str:

@@ -1,7 +1,8 @@
 """The demo's outputs for people: a PNG of the loss curves and a short markdown report.
 
 Plain functions over plain data (step/value lists, metric dicts, strings), so they are
-testable without training anything; `mesh_t5.commands.demo` gathers the data.
+testable without training anything; `mesh_t5.commands.demo` gathers the data (its steps'
+records) and writes the files.
 """
 
 from __future__ import annotations
@@ -10,7 +11,25 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mesh_t5 import demo_corpus
+from mesh_t5.tasks import demo as demo_tasks
+
 Curve = Sequence[tuple[int, float]]
+# The metrics reported per task (percent, higher is better); the headline metric decides "beats".
+# summarize's plain ROUGE scores the sentence the model picks by its score; "generated_" ones score
+# its greedy generation (both against the same lead-sentence baseline).
+TASK_METRICS = {
+    demo_tasks.SUMMARIZE: ("rouge1", "rouge2", "rougeLsum", "generated_rougeLsum"),
+    demo_tasks.FAMILY: ("accuracy",),
+}
+METRIC_LABELS = {
+    "rouge1": "ROUGE-1, picked sentence",
+    "rouge2": "ROUGE-2, picked sentence",
+    "rougeLsum": "ROUGE-Lsum, picked sentence",
+    "generated_rougeLsum": "ROUGE-Lsum, greedy generation",
+}
+HEADLINE_METRIC = {demo_tasks.SUMMARIZE: "rougeLsum", demo_tasks.FAMILY: "accuracy"}
+MODELS = {"pretrained": "pre-trained + fine-tuned", "scratch": "fine-tuned from scratch"}
 
 
 def plot_loss_curves(panels: Mapping[str, Mapping[str, Curve]], path: Path | str, title: str = "") -> Path:
@@ -112,6 +131,116 @@ def pretraining_verdict(
             f"from scratch ({diff:+.1f} points): {verdict}."
         )
     return lines
+
+
+def baseline_name(task: str, baseline: Mapping[str, object]) -> str:
+    """Says what a task's trivial baseline is: copying the input's lead sentence, or the majority class."""
+    if task == demo_tasks.SUMMARIZE:
+        return "lead sentence of the input"
+    return f"majority class ({baseline.get('label', '?')})"
+
+
+def baseline_verdict(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[str]:
+    """Returns one line per task saying whether each fine-tuned model beats the trivial baseline.
+
+    `scores[task][model][metric]` with models "baseline", "pretrained" and "scratch"; the
+    headline metric of each task decides.
+    """
+    lines = []
+    for task, metric in HEADLINE_METRIC.items():
+        by_model = scores.get(task, {})
+        base = by_model.get("baseline", {}).get(metric)
+        if base is None:
+            lines.append(f"- {task}: not measured.")
+            continue
+        parts = []
+        for model, label in MODELS.items():
+            value = by_model.get(model, {}).get(metric)
+            if value is not None:
+                word = "beats" if value > base else "does NOT beat"
+                parts.append(f"{label} {word} it ({value:.1f}, {value - base:+.1f} points)")
+        lines.append(f"- {task}: baseline {metric} {base:.1f}; " + "; ".join(parts) + ".")
+    return lines
+
+
+def results_section(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Returns the metrics table (baseline, from scratch, pre-trained) and the honest verdicts below it."""
+    rows = []
+    for task, metrics in TASK_METRICS.items():
+        by_model = scores.get(task, {})
+        baseline = by_model.get("baseline", {})
+        for metric in metrics:
+            base = baseline.get(metric.removeprefix("generated_"))
+            rows.append(
+                [
+                    task,
+                    METRIC_LABELS.get(metric, metric),
+                    f"{format_number(base)} ({baseline_name(task, baseline)})",
+                ]
+                + [format_number(by_model.get(model, {}).get(metric)) for model in ("scratch", "pretrained")]
+            )
+    table = markdown_table(
+        ["task", "metric (test split, %)", "trivial baseline", MODELS["scratch"], MODELS["pretrained"]], rows
+    )
+    headline = {
+        task: {model: by_model.get(metric) for model, by_model in scores.get(task, {}).items()}
+        for task, metric in HEADLINE_METRIC.items()
+    }
+    lines = [*baseline_verdict(scores), *pretraining_verdict(headline, HEADLINE_METRIC)]
+    shortest = scores.get(demo_tasks.SUMMARIZE, {}).get("shortest", {}).get("rougeLsum")
+    if shortest is not None:
+        lines.append(
+            f"- {demo_tasks.SUMMARIZE}, for reference: a hand-made rule, picking the input's shortest "
+            f"sentence, scores ROUGE-Lsum {shortest:.1f}."
+        )
+    return "\n".join([table, "", *lines])
+
+
+def samples_section(samples: Sequence[Mapping[str, object]]) -> str:
+    """Returns the beam-search samples: each input (shortened), its target and every model's output."""
+    blocks = [
+        f"**{s['task']}** — input: {shorten(str(s['inputs']), 300)}\n\n- target: {s['targets']}\n"
+        + "".join(f"- {name}: {pred}\n" for name, pred in dict(s["predictions"]).items())
+        for s in samples
+    ]
+    return "\n\n".join(blocks) or "(no samples)"
+
+
+def corpus_section(corpus: Mapping[str, object]) -> str:
+    """Returns where the corpus came from, how it was cleaned, and the example counts of each task split."""
+    counters = dict(corpus.get("counters", {}))
+    examples = dict(corpus.get("task_examples", {}))
+    return (
+        f"{counters.get('docstrings', '?')} docstrings from {counters.get('files', '?')} standard-library files, "
+        f"read with `ast` (nothing imported), cleaned with C4's rules (`mesh_t5/data/c4_filters.py`) and "
+        f"deduplicated: {corpus.get('documents', '?')} documents; pre-training text "
+        f"{dict(corpus.get('pretrain_bytes', {})).get('train', 0) / 1e6:.2f} MB (train split only).\n\n"
+        "summarize: the object's name and its docstring's first sentences (the summary line and up to "
+        f"{demo_corpus.SUMMARIZE_MAX_SENTENCES - 1} more) in a shuffled order -> the summary line. The "
+        "model's answer is the input sentence it scores highest as the target (rank classification); its "
+        "greedy generation is scored too. The baseline copies the input's first sentence. family: a "
+        "docstring -> the standard-library package it comes from; the baseline answers the most frequent "
+        "training label.\n\n"
+        + markdown_table(
+            ["task", *demo_corpus.SPLITS],
+            [
+                [task, *(dict(counts).get(s, 0) for s in demo_corpus.SPLITS)]
+                for task, counts in examples.items()
+            ],
+        )
+    )
+
+
+def timing_section(seconds: Mapping[str, object]) -> str:
+    """Returns the per-step seconds and their total (steps without a time show "—")."""
+    total = sum(float(v) for v in seconds.values() if isinstance(v, int | float))
+    table = markdown_table(
+        ["step", "seconds"], [[name, "—" if v is None else v] for name, v in seconds.items()]
+    )
+    return (
+        table
+        + f"\n\nTotal: {total:.0f} s (steps of this report's run; resumed steps keep their first timing)."
+    )
 
 
 def write_report(path: Path | str, title: str, sections: Sequence[tuple[str, str]]) -> Path:

@@ -114,12 +114,34 @@ def test_quick_demo_end_to_end(tmp_path):
     for task, metric in demo.HEADLINE_METRIC.items():
         for model in ("baseline", "pretrained", "scratch"):
             assert 0.0 <= scores[task][model][metric] <= 100.0
-    family_test = demo_corpus.read_examples(out / "data" / "family_test.jsonl")
+    assert 0.0 <= scores["demo_summarize"]["pretrained"]["generated_rougeLsum"] <= 100.0
+    # The baselines score the same test examples the models decode.
+    evaluated = results["settings"]["eval_examples"]
+    family_test = demo_corpus.read_examples(out / "data" / "family_test.jsonl")[:evaluated]
+    assert scores["demo_family"]["pretrained"]["examples"] == len(family_test) == evaluated
     label = scores["demo_family"]["baseline"]["label"]
     expected = 100.0 * sum(e["targets"] == label for e in family_test) / len(family_test)
     assert abs(scores["demo_family"]["baseline"]["accuracy"] - expected) < 1e-9
+    summarize_test = demo_corpus.read_examples(out / "data" / "summarize_test.jsonl")[:evaluated]
+    from mesh_t5.data import metrics
+
+    targets = [e["targets"] for e in summarize_test]
+    lead = metrics.rouge(targets, [demo_corpus.lead_sentence(e["inputs"]) for e in summarize_test])
+    # metrics.rouge reports the bootstrap median (as T5 does), which moves by a few tenths between calls.
+    assert abs(scores["demo_summarize"]["baseline"]["rougeLsum"] - lead["rougeLsum"]) < 1.0
+    # Rank classification picks one of the input's own sentences.
+    for model in ("pretrained", "scratch"):
+        picked = results["steps"]["evaluate"]["picked"][model]
+        assert len(picked) == results["settings"]["num_samples"]
+        assert all(
+            p in demo_corpus.summarize_sentences(e["inputs"])
+            for p, e in zip(picked, summarize_test, strict=False)
+        )
     report = (out / demo.REPORT_FILE).read_text()
-    assert "| demo_summarize | rougeLsum |" in report and "| demo_family | accuracy |" in report
+    assert (
+        "| demo_summarize | ROUGE-Lsum, picked sentence |" in report
+        and "| demo_family | accuracy |" in report
+    )
     assert "from scratch" in report and "loss_curves.png" in report
 
     # Re-running into the finished directory refuses with one line and changes nothing.

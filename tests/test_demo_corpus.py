@@ -6,6 +6,7 @@ import json
 import pytest
 
 from mesh_t5 import demo_corpus as dc
+from mesh_t5.data import c4_filters
 from mesh_t5.errors import UserError
 
 PKG_INIT = '''"""Tools for the fake package.
@@ -138,29 +139,61 @@ def test_split_is_a_stable_hash_with_the_configured_proportions():
     )
 
 
-def test_summarize_and_family_examples_and_baselines():
-    doc = dc.Document(
-        "email.message:Message.get",
-        "email.message",
-        "email",
-        "Message.get",
-        "function",
-        "Get a header value. Like __getitem__ but return failobj instead of None\nwhen the field is missing here.",
-    )
+def _doc(text, doc_id="email.message:Message.get"):
+    module, name = doc_id.split(":")
+    return dc.Document(doc_id, module, module.split(".")[0], name, "function", text)
+
+
+def test_summarize_shuffles_the_sentences_and_targets_the_summary_line():
+    sentences = [
+        "Get a header value.",
+        "Like __getitem__ but return failobj instead of None when the field is missing.",
+        "Names are matched case-insensitively.",
+        "The first match wins.",
+    ]
+    doc = _doc(" ".join(sentences[:2]) + "\n" + " ".join(sentences[2:]) + " A fifth sentence is dropped.")
     ex = dc.summarize_example(doc)
-    assert ex["targets"] == "Get a header value."
-    assert ex["inputs"] == (
-        "summarize: email.message.Message.get: Like __getitem__ but return failobj instead of None "
-        "when the field is missing here."
+    assert ex["id"] == doc.id and ex["targets"] == "Get a header value."
+    prefix = "summarize: email.message.Message.get: "
+    assert ex["inputs"].startswith(prefix)
+    shown = c4_filters.split_sentences(ex["inputs"][len(prefix) :])
+    # Every one of the first four sentences exactly once, in a shuffled order; the fifth is cut.
+    assert sorted(shown) == sorted(sentences) and shown != sentences
+    # The baseline copies the input's lead sentence, whatever the shuffle put there.
+    assert dc.lead_sentence(ex["inputs"]) == shown[0]
+    # Deterministic per seed; other seeds draw other orders.
+    assert dc.summarize_example(doc) == ex
+    orders = {dc.summarize_example(doc, seed=s)["inputs"] for s in range(20)}
+    assert len(orders) > 5
+    leads = collections.Counter(
+        dc.lead_sentence(dc.summarize_example(doc, seed=s)["inputs"]) for s in range(400)
     )
+    assert set(leads) == set(sentences) and min(leads.values()) > 60  # every sentence leads ~1/4 of the time
+
+
+def test_summarize_keeps_inputs_short_and_skips_what_it_cannot_use():
+    long_tail = "Return the thing. " + " ".join(
+        f"Sentence number {i} has a few words in it." for i in range(9)
+    )
+    ex = dc.summarize_example(_doc(long_tail))
+    body = ex["inputs"].split(": ", 1)[1]
+    assert len(body) <= dc.SUMMARIZE_MAX_CHARS and "Return the thing." in c4_filters.split_sentences(body)
+    assert len(c4_filters.split_sentences(body)) == dc.SUMMARIZE_MAX_SENTENCES
+    assert dc.summarize_example(_doc("Return the thing.")) is None  # one sentence: nothing to choose
     assert (
-        dc.lead_sentence(ex["inputs"])
-        == "Like __getitem__ but return failobj instead of None when the field is missing here."
+        dc.summarize_example(_doc("Return " + "very " * 30 + "much. It is short.")) is None
+    )  # summary too long
+    two_long = "Return the thing. " + "word " * 70 + "ends."
+    assert dc.summarize_example(_doc(two_long)) is None  # even two sentences overflow the budget
+
+
+def test_family_examples_and_majority_baseline():
+    doc = _doc(
+        "Get a header value. Like __getitem__ but return failobj instead of None\nwhen the field is missing."
     )
     assert dc.family_example(doc)["targets"] == "email"
     assert dc.family_example(doc)["inputs"].startswith("which module: Get a header value. Like")
-    short = dc.Document("x:y", "x", "x", "y", "function", "Return the thing.")
-    assert dc.summarize_example(short) is None and dc.family_example(short) is None
+    assert dc.family_example(_doc("Return the thing.", "x:y")) is None  # x is not a family label
     assert dc.majority_label(["b", "a", "b", "a", "c"]) == "a"
 
 
@@ -201,3 +234,9 @@ def test_real_stdlib_corpus_is_large_english_and_clean():
     assert len({d.id for d in docs}) == len(docs)
     families = collections.Counter(d.family for d in docs)
     assert all(families[f] >= 100 for f in dc.FAMILY_LABELS), families
+    # The summarize task: enough examples, and the lead baseline is right about as often as a
+    # uniform shuffle of 2-4 sentences makes it (not rigged either way).
+    examples = [e for e in map(dc.summarize_example, docs) if e is not None]
+    assert len(examples) > 2000, len(examples)
+    lead_right = sum(dc.lead_sentence(e["inputs"]) == e["targets"] for e in examples) / len(examples)
+    assert 0.3 < lead_right < 0.5, lead_right

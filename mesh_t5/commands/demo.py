@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mesh_t5 import demo_corpus
+from mesh_t5 import demo_corpus, demo_report
 from mesh_t5.errors import UserError
 from mesh_t5.tasks import demo as demo_tasks
 
@@ -197,19 +197,33 @@ def step_vocab(run: Run) -> dict:
     return {"vocab_size": vocab.vocab_size, "path": str(path)}
 
 
-def baselines(run: Run) -> dict[str, dict[str, float]]:
-    """Returns the trivial baselines on the test split: lead sentence (summarize), majority class (family)."""
+def test_examples(run: Run, task: str) -> list[dict[str, str]]:
+    """Returns the test examples of "summarize" or "family" that evaluation decodes (the first eval_examples, or all)."""
+    path = str(run.data / demo_corpus.TASK_FILES[task]).format(split="test")
+    examples = demo_corpus.read_examples(path)
+    return examples[: run.settings.eval_examples] if run.settings.eval_examples else examples
+
+
+def baselines(run: Run) -> dict[str, dict[str, dict]]:
+    """Returns the baselines on the evaluated test examples.
+
+    summarize: the input's lead sentence ("baseline", what copying the lead does) and, for
+    reference, its shortest sentence ("shortest", a hand-made rule); family: the majority class.
+    """
     from mesh_t5.data import metrics
 
-    path = run.data / demo_corpus.TASK_FILES["summarize"]
-    test = demo_corpus.read_examples(str(path).format(split="test"))
-    lead = metrics.rouge([e["targets"] for e in test], [demo_corpus.lead_sentence(e["inputs"]) for e in test])
-    path = run.data / demo_corpus.TASK_FILES["family"]
-    train = demo_corpus.read_examples(str(path).format(split="train"))
-    test = demo_corpus.read_examples(str(path).format(split="test"))
+    test = test_examples(run, "summarize")
+    targets = [e["targets"] for e in test]
+    lead = metrics.rouge(targets, [demo_corpus.lead_sentence(e["inputs"]) for e in test])
+    shortest = metrics.rouge(targets, [demo_corpus.shortest_sentence(e["inputs"]) for e in test])
+    train = demo_corpus.read_examples(str(run.data / demo_corpus.TASK_FILES["family"]).format(split="train"))
     label = demo_corpus.majority_label([e["targets"] for e in train])
+    test = test_examples(run, "family")
     majority = metrics.accuracy([e["targets"] for e in test], [label] * len(test))
-    return {demo_tasks.SUMMARIZE: lead, demo_tasks.FAMILY: {**majority, "label": label}}
+    return {
+        demo_tasks.SUMMARIZE: {"baseline": lead, "shortest": shortest},
+        demo_tasks.FAMILY: {"baseline": {**majority, "label": label}},
+    }
 
 
 def read_loss_curve(model_dir: Path, tag: str = "loss") -> list[tuple[int, float]]:
@@ -222,17 +236,29 @@ def read_loss_curve(model_dir: Path, tag: str = "loss") -> list[tuple[int, float
     return sorted(read_scalars(str(log_dir)).get(tag, []))
 
 
-HEADLINE_METRIC = {demo_tasks.SUMMARIZE: "rougeLsum", demo_tasks.FAMILY: "accuracy"}
+HEADLINE_METRIC = demo_report.HEADLINE_METRIC
 MODEL_DIRS = {"pretrain": "pretrain", "pretrained": "finetune_pretrained", "scratch": "finetune_scratch"}
+ARTEFACTS = (
+    ("cleaned corpus (JSONL)", "data/corpus.jsonl"),
+    ("task files", "data/summarize_*.jsonl, data/family_*.jsonl, data/pretrain_*.txt"),
+    ("SentencePiece model", f"data/{demo_tasks.VOCAB_FILE}"),
+    ("pre-trained checkpoint", f"{MODEL_DIRS['pretrain']}/checkpoints/"),
+    (
+        "fine-tuned checkpoints",
+        f"{MODEL_DIRS['pretrained']}/checkpoints/, {MODEL_DIRS['scratch']}/checkpoints/",
+    ),
+    ("TensorBoard logs", "*/train/"),
+    ("SavedModel (strings in, strings out)", "saved_model/"),
+    ("loss curves", "loss_curves.png"),
+    ("machine-readable results", RESULTS_FILE),
+)
 
 
 def step_report(run: Run) -> dict:
-    from mesh_t5 import demo_report as dr
-
+    dr = demo_report
     info = {name: run.done(name) or {} for name in STEPS if name != "report"}
-    scores = info["evaluate"].get(
-        "scores", {}
-    )  # {task: {"pretrained": {...}, "scratch": {...}, "baseline": {...}}}
+    # {task: {"pretrained": {...}, "scratch": {...}, "baseline": {...}}}
+    scores = info["evaluate"].get("scores", {})
     pretrain_curve = read_loss_curve(run.root / MODEL_DIRS["pretrain"])
     # The pre-trained run's steps continue from pre-training's; count both runs from the start of
     # fine-tuning so the two curves share an x-axis.
@@ -247,112 +273,28 @@ def step_report(run: Run) -> dict:
         },
     }
     png = dr.plot_loss_curves(curves, run.root / "loss_curves.png", title="mesh-t5 demo: training loss")
-
-    rows = []
-    for task in HEADLINE_METRIC:
-        by_model = scores.get(task, {})
-        baseline = (
-            "lead sentence"
-            if task == demo_tasks.SUMMARIZE
-            else f"majority class ({by_model.get('baseline', {}).get('label', '?')})"
-        )
-        for key in ["rouge1", "rouge2", "rougeLsum"] if task == demo_tasks.SUMMARIZE else ["accuracy"]:
-            rows.append(
-                [task, key, f"{dr.format_number(by_model.get('baseline', {}).get(key))} ({baseline})",
-                 dr.format_number(by_model.get("scratch", {}).get(key)),
-                 dr.format_number(by_model.get("pretrained", {}).get(key))]
-            )  # fmt: skip
-    table = dr.markdown_table(
-        [
-            "task",
-            "metric (test split, %)",
-            "trivial baseline",
-            "fine-tuned from scratch",
-            "pre-trained + fine-tuned",
-        ],
-        rows,
-    )
-    headline = {
-        task: {k: v.get(metric) for k, v in scores.get(task, {}).items() if isinstance(v, dict)}
-        for task, metric in HEADLINE_METRIC.items()
-    }
-    verdict = dr.pretraining_verdict(headline, {t: m for t, m in HEADLINE_METRIC.items()})
-    beats = []
-    for task, metric in HEADLINE_METRIC.items():
-        model, base = headline.get(task, {}).get("pretrained"), headline.get(task, {}).get("baseline")
-        if model is not None and base is not None:
-            word = "beats" if model > base else "does NOT beat"
-            beats.append(
-                f"- {task}: the pre-trained + fine-tuned model {word} the baseline ({metric} {model:.1f} vs {base:.1f})."
-            )
-
-    samples = info["infer"].get("samples", [])
-    sample_text = (
-        "\n\n".join(
-            f"**{s['task']}** — input: {dr.shorten(s['inputs'], 300)}\n\n- target: {s['targets']}\n"
-            + "".join(f"- {name}: {pred}\n" for name, pred in s["predictions"].items())
-            for s in samples
-        )
-        or "(no samples)"
-    )
-
-    corpus = info["corpus"]
-    counters = corpus.get("counters", {})
-    corpus_text = (
-        f"{counters.get('docstrings', '?')} docstrings from {counters.get('files', '?')} standard-library files, "
-        f"read with `ast` (nothing imported), cleaned with C4's rules (`mesh_t5/data/c4_filters.py`) and "
-        f"deduplicated: {corpus.get('documents', '?')} documents; pre-training text "
-        f"{corpus.get('pretrain_bytes', {}).get('train', 0) / 1e6:.2f} MB (train split only).\n\n"
-        + dr.markdown_table(
-            ["task", "train", "validation", "test"],
-            [
-                [t, *(c.get(s, 0) for s in demo_corpus.SPLITS)]
-                for t, c in corpus.get("task_examples", {}).items()
-            ],
-        )
-    )
     s = run.settings
     setup = (
         f"Model: `{s.model_gin}`; vocabulary {info['vocab'].get('vocab_size', '?')} ids; batch {s.batch_size}; "
         f"lengths inputs {s.inputs_length} / targets {s.targets_length}; pre-training {s.pretrain_steps} steps; "
         f"fine-tuning {s.finetune_steps} steps from each start; beam size {s.beam_size} for samples."
     )
-    total = sum(float(i.get("seconds", 0)) for i in info.values())
-    timing = (
-        dr.markdown_table(["step", "seconds"], [[n, info[n].get("seconds", "—")] for n in info])
-        + f"\n\nTotal: {total:.0f} s (steps of this report's run; resumed steps keep their first timing)."
-    )
-    artefacts = dr.markdown_table(
-        ["artefact", "path"],
-        [
-            ["cleaned corpus (JSONL)", "data/corpus.jsonl"],
-            ["task files", "data/summarize_*.jsonl, data/family_*.jsonl, data/pretrain_*.txt"],
-            ["SentencePiece model", f"data/{demo_tasks.VOCAB_FILE}"],
-            ["pre-trained checkpoint", f"{MODEL_DIRS['pretrain']}/checkpoints/"],
-            [
-                "fine-tuned checkpoints",
-                f"{MODEL_DIRS['pretrained']}/checkpoints/, {MODEL_DIRS['scratch']}/checkpoints/",
-            ],
-            ["TensorBoard logs", "*/train/"],
-            ["SavedModel (strings in, strings out)", "saved_model/"],
-            ["loss curves", png.name],
-            ["machine-readable results", RESULTS_FILE],
-        ],
-    )
-    commands = "\n".join(
-        f"    {c}" for name in STEPS if name != "report" for c in info[name].get("commands", [])
-    )
+    commands = "\n".join(f"    {c}" for i in info.values() for c in i.get("commands", []))
     sections = [
-        ("Results", table + "\n\n" + "\n".join(beats + verdict)),
+        ("Results", dr.results_section(scores)),
         ("Loss curves", f"![loss curves]({png.name})"),
-        ("Samples (held-out test examples, beam search)", sample_text),
-        ("Corpus", corpus_text),
+        (
+            "Samples (held-out test examples, beam search)",
+            dr.samples_section(info["infer"].get("samples", [])),
+        ),
+        ("Corpus and tasks", dr.corpus_section(info["corpus"])),
         ("Setup", setup),
-        ("Time", timing),
-        ("Artefacts (relative to this directory)", artefacts),
+        ("Time", dr.timing_section({name: i.get("seconds") for name, i in info.items()})),
+        ("Artefacts (relative to this directory)", dr.markdown_table(["artefact", "path"], ARTEFACTS)),
         ("Commands run", commands or "(none recorded)"),
     ]
     report = dr.write_report(run.root / REPORT_FILE, "mesh-t5 demo report", sections)
+    total = sum(float(i.get("seconds", 0)) for i in info.values())
     results = {"settings": dataclasses.asdict(s), "scores": scores, "steps": info, "total_seconds": total}
     (run.root / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
     say(f"    report: {report}\n    loss curves: {png}")
@@ -440,36 +382,69 @@ def _predict(run: Run, model: str, task: str, argv_extra: Sequence[str]) -> tupl
         return [json.loads(line) for line in f if line.strip()], argv
 
 
+def select_by_score(run: Run, model: str, examples: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """Picks each summarize example's summary line among its input sentences by the model's score.
+
+    Rank classification: `mesh-t5 infer --mode=score` gives the log-likelihood of every input
+    sentence as the target; the highest wins. Returns (picked sentences, argv).
+    """
+    pairs = [(i, c) for i, e in enumerate(examples) for c in demo_corpus.summarize_sentences(e["inputs"])]
+    path = run.data / "summarize_candidates_test.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i, candidate in pairs:
+            f.write(
+                json.dumps({"inputs": examples[i]["inputs"], "targets": candidate}, ensure_ascii=False) + "\n"
+            )
+    records, argv = _predict(
+        run, model, "summarize_scores", ["--mode=score", f"--input_file={path}",
+                                         f"--max_target_length={run.settings.targets_length}"]
+    )  # fmt: skip
+    best: dict[int, tuple[float, str]] = {}
+    for (i, candidate), record in zip(pairs, records, strict=True):
+        if i not in best or record["score"] > best[i][0]:
+            best[i] = (record["score"], candidate)
+    return [best[i][1] for i in range(len(examples))], argv
+
+
 def step_evaluate(run: Run) -> dict:
-    """Decodes the test split of each task with both fine-tuned models (greedy, as T5 evaluates);
-    scores them with the tasks' metrics next to the trivial baselines."""
+    """Scores both fine-tuned models on the test split next to the baselines.
+
+    family: greedy decoding, accuracy. summarize: the sentence the model scores highest
+    (ROUGE under the plain names) and, separately, its greedy generation ("generated_*").
+    """
     from mesh_t5 import data
+    from mesh_t5.data import metrics
 
     s = run.settings
-    scores: dict[str, dict] = {task: {"baseline": value} for task, value in baselines(run).items()}
-    commands = []
+    scores: dict[str, dict] = baselines(run)
+    commands, picked = [], {}
+    limit = [f"--limit={s.eval_examples}"] if s.eval_examples else []
+    summaries = test_examples(run, "summarize")
     for task_name in HEADLINE_METRIC:
         task = data.get_task(task_name)
         for model in ("pretrained", "scratch"):
-            extra = [f"--task={task_name}", "--split=test"]
-            if s.eval_examples:
-                extra.append(f"--limit={s.eval_examples}")
-            records, argv = _predict(run, model, task_name, extra)
+            records, argv = _predict(run, model, task_name, [f"--task={task_name}", "--split=test", *limit])
             commands.append(_shown(run, argv))
             targets = [task.postprocess(r["targets"], is_target=True) for r in records]
             predictions = [task.postprocess(r["outputs"]) for r in records]
             result: dict[str, float] = {}
             for metric_fn in task.metric_fns:
                 result.update({k: float(v) for k, v in metric_fn(targets, predictions).items()})
+            if task_name == demo_tasks.SUMMARIZE:
+                result = {f"generated_{k}": v for k, v in result.items()}
+                picked[model], argv = select_by_score(run, model, summaries)
+                commands.append(_shown(run, argv))
+                result.update(metrics.rouge([e["targets"] for e in summaries], picked[model]))
             result["examples"] = len(records)
             scores[task_name][model] = result
-        base = scores[task_name]["baseline"]
         metric = HEADLINE_METRIC[task_name]
         say(
-            f"    {task_name} {metric}: baseline {base[metric]:.1f}, from scratch "
+            f"    {task_name} {metric}: baseline {scores[task_name]['baseline'][metric]:.1f}, from scratch "
             f"{scores[task_name]['scratch'][metric]:.1f}, pre-trained {scores[task_name]['pretrained'][metric]:.1f}"
         )
-    return {"commands": commands, "scores": scores}
+    # The sentences picked for the examples step_infer shows (the first of the test split).
+    shown = {model: sentences[: s.num_samples] for model, sentences in picked.items()}
+    return {"commands": commands, "scores": scores, "picked": shown}
 
 
 def step_infer(run: Run) -> dict:
@@ -490,18 +465,19 @@ def step_infer(run: Run) -> dict:
         )
         commands.append(_shown(run, argv))
         predictions[model] = [r["outputs"] for r in records]
+    picked = (run.done("evaluate") or {}).get("picked", {})
     samples = []
     for i, ex in enumerate(chosen):
-        preds = {
-            "pre-trained + fine-tuned": predictions["pretrained"][i],
-            "fine-tuned from scratch": predictions["scratch"][i],
-        }
+        preds = {}
+        for model, label in demo_report.MODELS.items():
+            preds[f"{label}, generated"] = predictions[model][i]
+            if ex["task"] == demo_tasks.SUMMARIZE and i < len(picked.get(model, [])):
+                preds[f"{label}, picked by score"] = picked[model][i]
         samples.append(
             {"task": ex["task"], "inputs": ex["inputs"], "targets": ex["targets"], "predictions": preds}
         )
-        say(
-            f"    {ex['task']}: {ex['inputs'][:90]!r}...\n      target: {ex['targets']!r}\n      model:  {preds['pre-trained + fine-tuned']!r}"
-        )
+        say(f"    {ex['task']}: {ex['inputs'][:90]!r}...\n      target: {ex['targets']!r}")
+        say("".join(f"      {name}: {pred!r}\n" for name, pred in preds.items()).rstrip())
     return {"commands": commands, "samples": samples}
 
 

@@ -9,7 +9,9 @@ The files live in a run's data directory (written by `mesh-t5 demo`, see
 
 Registered names:
   demo_span_corruption   "text" lines -> T5 span corruption (noise 0.15, mean span 3)
-  demo_summarize         "summarize: <name>: <docstring body>" -> first sentence (ROUGE)
+  demo_summarize         "summarize: <name>: <the docstring's first sentences, shuffled>" -> its
+                         summary line (ROUGE; `mesh-t5 demo` also picks among the input's
+                         sentences by the model's score)
   demo_family            "which module: <docstring>" -> stdlib package (accuracy)
   demo_finetune          mixture of the two, examples-proportional
 """
