@@ -8,6 +8,12 @@ EOS was emitted). The encoder and cache set-up (`init_decode_cache`) is timed on
 subtracted, so `ms/token` is (decode time - encoder time) / N: the mean cost of one
 `decode_step` (all B rows) plus the loop's argmax/log-softmax. Constant ms/token = linear total.
 
+The one per-step term that grows with N is self-attention over the M = N cache slots; `cache MB`
+is what it reads per step (keys + values of every layer, 2*L*B*H*M*K*itemsize). Per model the
+script fits ms/token = a + b*N and prints the slope b (ms per slot) beside the time to move one
+slot's cache bytes once at this machine's copy bandwidth (measured first: an in-place pass over
+64 MB, bytes read + written per second).
+
     python benchmarks/decode_length.py [--models tiny,t5.1.1-small] [--batch_size 8]
         [--lengths 16,32,64,128,256] [--beam_sizes 1] [--repeats 3]
 
@@ -55,7 +61,20 @@ def _best_ms(fn: Callable[[], jax.Array], repeats: int, *, warm_up: bool = True)
     return min(times) * 1e3
 
 
-def bench_model(name: str, args: argparse.Namespace) -> None:
+def copy_bandwidth_gbs(repeats: int) -> float:
+    """GB/s of an in-place elementwise pass over 64 MB float32 (64 MB read + 64 MB written)."""
+    state = [jnp.ones((16 * 1024 * 1024,), jnp.float32)]
+    nbytes = state[0].nbytes
+    fn = jax.jit(lambda a: a + 1.0, donate_argnums=0)  # in place: no fresh pages to fault in
+
+    def step() -> jax.Array:
+        state[0] = fn(state[0])
+        return state[0]
+
+    return 2 * nbytes / _best_ms(step, max(repeats, 5)) / 1e6
+
+
+def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> None:
     """Prints one table row per (beam size, length) for model `name`."""
     config = get_model_config(name)
     params = jax.device_put(network.init_params_numpy(config, seed=0))
@@ -68,8 +87,12 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
         f"layers {config.num_encoder_layers}+{config.num_decoder_layers}, vocab {config.vocab_size}) "
         f"batch={args.batch_size} input_length={args.input_length} devices={jax.devices()}"
     )
-    print(f"{'beam':>4} {'length':>6} {'ms/batch':>10} {'encoder ms':>10} {'ms/token':>9}")
+    print(f"{'beam':>4} {'length':>6} {'ms/batch':>10} {'encoder ms':>10} {'ms/token':>9} {'cache MB':>9}")
+    itemsize = jnp.dtype(config.dtype).itemsize
     for beam in map(int, args.beam_sizes.split(",")):
+        lengths, per_tokens = [], []
+        slot_bytes = 2 * config.num_decoder_layers * args.batch_size * beam * config.num_heads * config.d_kv
+        slot_bytes *= itemsize  # keys + values of one slot, all layers and rows
         for length in map(int, args.lengths.split(",")):
             enc_fn = jax.jit(
                 lambda p, x, n=length: network.init_decode_cache(
@@ -82,7 +105,21 @@ def bench_model(name: str, args: argparse.Namespace) -> None:
             assert tokens.shape[-1] == length and not (tokens == config.eos_id).any(), "a row stopped early"
             total_ms = _best_ms(lambda f=fn: f(params, inputs), args.repeats, warm_up=False)
             per_token = (total_ms - enc_ms) / length
-            print(f"{beam:>4} {length:>6} {total_ms:>10.1f} {enc_ms:>10.1f} {per_token:>9.2f}", flush=True)
+            lengths.append(length)
+            per_tokens.append(per_token)
+            cache_mb = slot_bytes * length / 1e6
+            print(
+                f"{beam:>4} {length:>6} {total_ms:>10.1f} {enc_ms:>10.1f} {per_token:>9.2f} {cache_mb:>9.1f}",
+                flush=True,
+            )
+        if len(lengths) > 1:
+            slope, intercept = np.polyfit(lengths, per_tokens, 1)
+            per_slot_ms = slot_bytes / bandwidth_gbs / 1e6
+            print(
+                f"fit: ms/token = {intercept:.3g} + {slope * 1e3:.3g}e-3 * N; moving a slot's "
+                f"{slot_bytes / 1e3:.0f} kB of cache once (read or write) at {bandwidth_gbs:.1f} GB/s: "
+                f"{per_slot_ms * 1e3:.3g}e-3 ms"
+            )
 
 
 def main() -> None:
@@ -94,8 +131,10 @@ def main() -> None:
     parser.add_argument("--beam_sizes", default="1")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    bandwidth = copy_bandwidth_gbs(args.repeats)
+    print(f"copy bandwidth: {bandwidth:.1f} GB/s (in place: 64 MB read + 64 MB written)")
     for name in args.models.split(","):
-        bench_model(name, args)
+        bench_model(name, args, bandwidth)
 
 
 if __name__ == "__main__":
