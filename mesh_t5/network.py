@@ -392,14 +392,15 @@ def forward(
 #   self_key, self_value    [L, B, H, M, K]  decoder self-attention keys/values, slot = position
 #   start                   [1, B] int32     first valid slot per row (> 0 for left-aligned short prompts)
 #   cross_key, cross_value  [L, B, H, S, K]  encoder-decoder only: computed once from the encoder output
+#   encoder_mask            [1, B, S] bool   encoder-decoder only: True at non-pad encoder tokens
+#   index                   [] int32         the slot the next decode_step writes (same for every row)
 #
 # Heads come before slots (as in the per-head attention dot products) so that XLA's CPU dots read
 # each head's [M, K] (or [S, K]) block as stored; in [.., M, H, K] order every step made a
 # transposed copy of each layer's whole keys and values.
-#   encoder_mask            [1, B, S] bool   encoder-decoder only: True at non-pad encoder tokens
-#   index                   [] int32         the slot the next decode_step writes (same for every row)
 
 CACHE_BATCH_AXIS = 1
+CACHE_SLOT_AXIS = 3  # of self_key / self_value: M, the number of slots (max_decode_length)
 
 
 def init_decode_cache(
@@ -446,7 +447,7 @@ def _run_cached(
     """Runs tokens [B, T] at slots index..index+T-1 against the cache; returns (logits [B, T, V], cache)."""
     dec = params["decoder"]
     index = cache["index"]
-    t, m = tokens.shape[1], cache["self_key"].shape[3]
+    t, m = tokens.shape[1], cache["self_key"].shape[CACHE_SLOT_AXIS]
     q_slots = (index + jnp.arange(t, dtype=jnp.int32))[None]  # [1, T]
     k_slots = jnp.arange(m, dtype=jnp.int32)[None]  # [1, M]
     # Slots are positions: left alignment shifts a row's query and key slots alike, so relative
@@ -497,7 +498,7 @@ def decode_step(
     params: Params, cache: dict[str, jax.Array], last_tokens: jax.Array, config: T5Config
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns (logits [B, V] float32 for the token after last_tokens [B], the advanced cache)."""
-    m = cache["self_key"].shape[3]
+    m = cache["self_key"].shape[CACHE_SLOT_AXIS]
     slots = jnp.arange(m)[None]  # [1, M]
     valid = (slots >= cache["start"][0][:, None]) & (slots <= cache["index"])  # [B, M]
     logits, cache = _run_cached(params, cache, last_tokens[:, None], valid[:, None, None, :], config)
@@ -532,7 +533,7 @@ def prefill(
     if config.architecture == "prefix_lm":
         visible = visible | (valid[:, :, None] & valid[:, None, :])
     mask = visible & valid[:, None, :]  # [B, P, P]
-    m = cache["self_key"].shape[3]
+    m = cache["self_key"].shape[CACHE_SLOT_AXIS]
     mask = jnp.pad(mask, ((0, 0), (0, 0), (0, m - p)))[:, None]  # [B, 1, P, M]: unwritten slots masked
     cache = {**cache, "index": jnp.zeros((), jnp.int32), "start": shift[None]}
     _, cache = _run_cached(params, cache, tokens, mask, config)
