@@ -14,8 +14,21 @@ script fits ms/token = a + b*N and prints the slope b (ms per slot) beside the t
 slot's cache bytes once at this machine's copy bandwidth (measured first: an in-place pass over
 64 MB, bytes read + written per second).
 
+With --transformers (needs torch and transformers; off by default) the same run also times
+Hugging Face `T5ForConditionalGeneration.generate` on the same weights (mesh_t5's params exported
+with `mesh_t5.hf.config_to_hf` / `params_to_hf` and loaded with a strict `load_state_dict`) and the
+same input ids: float32, eval(), torch.no_grad(), torch.set_num_threads(1), use_cache=True (its
+default cache), do_sample=False, num_beams=beam, max_new_tokens=min_new_tokens=N (min_new_tokens
+masks EOS to -inf, so no row stops early; the script checks the length and that no EOS appears).
+For each N it times mesh_t5 then transformers, so load drift hits both. HF's encoder alone
+(`model.get_encoder()`) is timed and subtracted the same way, so both `ms/token` columns are
+(decode time - encoder time) / N. Each row also gives `agree`: the shortest prefix (over the B
+rows; the best beam for beam > 1) on which HF's tokens equal mesh_t5's. At the end of each model
+a table gives, per (beam, N), both ms/token, their ratio (transformers / mesh_t5) and each
+framework's growth ms/token(N) / ms/token(smallest N), then a fit ms/token = a + b*N for each.
+
     python benchmarks/decode_length.py [--models tiny,t5.1.1-small] [--batch_size 8]
-        [--lengths 16,32,64,128,256] [--beam_sizes 1] [--repeats 3]
+        [--lengths 16,32,64,128,256] [--beam_sizes 1] [--repeats 3] [--transformers]
 
 Weights are random (`network.init_params_numpy`): speed does not depend on their values.
 """
@@ -74,23 +87,98 @@ def copy_bandwidth_gbs(repeats: int) -> float:
     return 2 * nbytes / _best_ms(step, max(repeats, 5)) / 1e6
 
 
+class HFDecoder:
+    """transformers' T5ForConditionalGeneration holding mesh_t5's params, fed the same input ids."""
+
+    def __init__(self, config, params, inputs: jax.Array):
+        import torch
+        import transformers
+
+        from mesh_t5 import hf
+
+        self._torch = torch
+        model = transformers.T5ForConditionalGeneration(transformers.T5Config(**hf.config_to_hf(config)))
+        tensors = {k: torch.from_numpy(v) for k, v in hf.params_to_hf(params, config).items()}
+        if "lm_head.weight" in tensors:
+            # T5 1.1: transformers 5 builds lm_head tied to shared.weight whatever the config says
+            # (tie_word_embeddings=false only turns off the d_model**-0.5 output scale): untie it,
+            # or loading lm_head.weight would overwrite the embedding (or be overwritten by it).
+            model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+        for key in model.state_dict():  # the stacks' embed_tokens (and a tied lm_head) view shared
+            if key not in tensors and (key.endswith("embed_tokens.weight") or key == "lm_head.weight"):
+                tensors[key] = tensors["shared.weight"]
+        model.load_state_dict(tensors, strict=True)
+        tied = model.lm_head.weight is model.shared.weight
+        assert tied == config.tie_word_embeddings == model.config.scale_decoder_outputs, "head mismatch"
+        self.model = model.eval()
+        self.cache_type = "?"
+        self._ids = torch.from_numpy(np.asarray(inputs, np.int64))
+        self._mask = torch.ones_like(self._ids)
+
+    def encode(self):
+        with self._torch.no_grad():
+            return self.model.get_encoder()(input_ids=self._ids, attention_mask=self._mask).last_hidden_state
+
+    def generate(self, length: int, beam_size: int):
+        """Returns [B, 1 + length] ids (decoder start first); EOS is masked until `length` new tokens."""
+        with self._torch.no_grad():
+            out = self.model.generate(
+                input_ids=self._ids,
+                attention_mask=self._mask,
+                max_new_tokens=length,
+                min_new_tokens=length,
+                do_sample=False,
+                num_beams=beam_size,
+                use_cache=True,
+                return_dict_in_generate=True,
+            )
+        self.cache_type = _describe_cache(out.past_key_values)
+        return out.sequences
+
+
+def _describe_cache(cache) -> str:
+    """E.g. "EncoderDecoderCache, self-attention DynamicCache of DynamicLayer" (how HF grows keys)."""
+    self_cache = getattr(cache, "self_attention_cache", None)
+    if self_cache is None:
+        return type(cache).__name__
+    layers = {type(layer).__name__ for layer in getattr(self_cache, "layers", [])}
+    return f"{type(cache).__name__}, self-attention {type(self_cache).__name__} of {'/'.join(sorted(layers))}"
+
+
+def _fit_text(lengths: list[int], per_tokens: list[float]) -> str:
+    slope, intercept = np.polyfit(lengths, per_tokens, 1)
+    return f"{intercept:.3g} + {slope * 1e3:.3g}e-3 * N"
+
+
+def _agreeing_prefix(ours: np.ndarray, theirs: np.ndarray) -> int:
+    """The shortest prefix, over rows, on which ours [B, N] and theirs [B, N] are equal."""
+    differ = ours != theirs
+    return int(np.where(differ.any(axis=1), differ.argmax(axis=1), ours.shape[1]).min())
+
+
 def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> None:
-    """Prints one table row per (beam size, length) for model `name`."""
+    """Prints one table row per (beam size, length) for model `name` (and a comparison table with HF)."""
     config = get_model_config(name)
-    params = jax.device_put(network.init_params_numpy(config, seed=0))
+    params_np = network.init_params_numpy(config, seed=0)
+    params = jax.device_put(params_np)
     inputs = jnp.asarray(
         np.random.default_rng(0).integers(2, config.vocab_size, (args.batch_size, args.input_length)),
         jnp.int32,
     )
+    hf = HFDecoder(config, params_np, inputs) if args.transformers else None
     print(
         f"\nmodel={name} (d_model {config.d_model}, d_ff {config.d_ff}, heads {config.num_heads}, "
         f"layers {config.num_encoder_layers}+{config.num_decoder_layers}, vocab {config.vocab_size}) "
         f"batch={args.batch_size} input_length={args.input_length} devices={jax.devices()}"
     )
-    print(f"{'beam':>4} {'length':>6} {'ms/batch':>10} {'encoder ms':>10} {'ms/token':>9} {'cache MB':>9}")
+    header = f"{'beam':>4} {'length':>6} {'ms/batch':>10} {'encoder ms':>10} {'ms/token':>9} {'cache MB':>9}"
+    if hf:
+        header += f" | transformers: {'ms/batch':>10} {'encoder ms':>10} {'ms/token':>9} {'agree':>5}"
+    print(header)
     itemsize = jnp.dtype(config.dtype).itemsize
+    compared = []  # (beam, lengths, mesh_t5 ms/token, transformers ms/token)
     for beam in map(int, args.beam_sizes.split(",")):
-        lengths, per_tokens = [], []
+        lengths, per_tokens, hf_per_tokens = [], [], []
         slot_bytes = 2 * config.num_decoder_layers * args.batch_size * beam * config.num_heads * config.d_kv
         slot_bytes *= itemsize  # keys + values of one slot, all layers and rows
         for length in map(int, args.lengths.split(",")):
@@ -108,17 +196,52 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> No
             lengths.append(length)
             per_tokens.append(per_token)
             cache_mb = slot_bytes * length / 1e6
-            print(
-                f"{beam:>4} {length:>6} {total_ms:>10.1f} {enc_ms:>10.1f} {per_token:>9.2f} {cache_mb:>9.1f}",
-                flush=True,
+            row = (
+                f"{beam:>4} {length:>6} {total_ms:>10.1f} {enc_ms:>10.1f} {per_token:>9.2f} {cache_mb:>9.1f}"
             )
+            if hf:
+                hf_enc_ms = _best_ms(hf.encode, args.repeats)
+                hf_tokens = hf.generate(length, beam).numpy()  # untimed warm-up, and the check
+                assert hf_tokens.shape == (args.batch_size, 1 + length), f"transformers: {hf_tokens.shape}"
+                assert not (hf_tokens[:, 1:] == config.eos_id).any(), "transformers: a row stopped early"
+                agree = _agreeing_prefix(tokens if beam == 1 else tokens[:, 0], hf_tokens[:, 1:])
+                hf_total_ms = _best_ms(
+                    lambda n=length, k=beam: hf.generate(n, k), args.repeats, warm_up=False
+                )
+                hf_per_tokens.append((hf_total_ms - hf_enc_ms) / length)
+                row += f" | {'':>13} {hf_total_ms:>10.1f} {hf_enc_ms:>10.1f} {hf_per_tokens[-1]:>9.2f} {agree:>5}"
+            print(row, flush=True)
         if len(lengths) > 1:
-            slope, intercept = np.polyfit(lengths, per_tokens, 1)
             per_slot_ms = slot_bytes / bandwidth_gbs / 1e6
             print(
-                f"fit: ms/token = {intercept:.3g} + {slope * 1e3:.3g}e-3 * N; moving a slot's "
+                f"fit: ms/token = {_fit_text(lengths, per_tokens)}; moving a slot's "
                 f"{slot_bytes / 1e3:.0f} kB of cache once (read or write) at {bandwidth_gbs:.1f} GB/s: "
                 f"{per_slot_ms * 1e3:.3g}e-3 ms"
+            )
+        compared.append((beam, lengths, per_tokens, hf_per_tokens))
+    if hf:
+        _print_comparison(name, compared, hf.cache_type)
+
+
+def _print_comparison(name: str, compared: list, cache_type: str) -> None:
+    print(
+        f"\n{name}: mesh_t5 jitted decode vs transformers generate ({cache_type}); ms/token = "
+        "(decode ms - encoder ms) / N for both; growth = ms/token(N) / ms/token(smallest N)"
+    )
+    print(
+        f"{'beam':>4} {'N':>6} {'mesh_t5 ms/tok':>14} {'transformers ms/tok':>19} {'ratio tf/mt':>11} "
+        f"{'mesh_t5 growth':>14} {'transformers growth':>19}"
+    )
+    for beam, lengths, ours, theirs in compared:
+        ours_ref, theirs_ref = ours[int(np.argmin(lengths))], theirs[int(np.argmin(lengths))]
+        for n, a, b in zip(lengths, ours, theirs, strict=True):
+            print(
+                f"{beam:>4} {n:>6} {a:>14.2f} {b:>19.2f} {b / a:>11.2f} {a / ours_ref:>14.2f} {b / theirs_ref:>19.2f}"
+            )
+        if len(lengths) > 1:
+            print(
+                f"fit beam={beam}: mesh_t5 ms/token = {_fit_text(lengths, ours)}; "
+                f"transformers ms/token = {_fit_text(lengths, theirs)}"
             )
 
 
@@ -130,7 +253,16 @@ def main() -> None:
     parser.add_argument("--lengths", default="16,32,64,128,256")
     parser.add_argument("--beam_sizes", default="1")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--transformers",
+        action="store_true",
+        help="also time Hugging Face transformers' generate on the same weights and inputs (needs torch)",
+    )
     args = parser.parse_args()
+    if args.transformers:
+        import torch
+
+        torch.set_num_threads(1)  # like XLA's single-threaded CPU run (see the module docstring)
     bandwidth = copy_bandwidth_gbs(args.repeats)
     print(f"copy bandwidth: {bandwidth:.1f} GB/s (in place: 64 MB read + 64 MB written)")
     for name in args.models.split(","):
