@@ -48,6 +48,7 @@ from mesh_t5.config import get_model_config
 
 
 def _decoder(params, config, inputs, length: int, beam_size: int):
+    params = network.unstack_decoder_layers(params, config)  # as inference does, outside the loop
     cache = network.init_decode_cache(params, config, encoder_input_tokens=inputs, max_decode_length=length)
 
     def step(last, cache):

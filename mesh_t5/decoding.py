@@ -5,7 +5,7 @@ Every function here is pure and jittable. The model enters through
     tokens_to_logits(last_tokens [B] int32, cache) -> (logits [B, V] float32, new_cache)
 
 where `cache` is any pytree. Leaves of rank > `cache_batch_axis` carry the batch on axis
-`cache_batch_axis` (0 by default; the network's stacked-layer cache uses 1, `[layers, batch, ...]`);
+`cache_batch_axis` (0 by default, as in the network's cache; a cache stacked as `[layers, batch, ...]` uses 1);
 lower-rank leaves (a scalar step index) are passed through untouched. Beam search flattens
 `[batch, beam]` into that axis (batch-major: row b*K + k) and reorders it by beam indices.
 

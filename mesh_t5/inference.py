@@ -102,6 +102,7 @@ def _decode(
     """Returns (tokens [B, L], scores [B]) from one model, or from the ensemble of params_list."""
     caches, fns = [], []
     for params in params_list:
+        params = network.unstack_decoder_layers(params, config)  # once, outside the decode loop
         cache, start = _start(params, config, inputs, max_decode_length)
         caches.append(cache)
         fns.append(functools.partial(_step, params, config=config))

@@ -1,7 +1,7 @@
 """The T5 network: parameter init and axes, encoder/decoder stacks, forward pass, and cached decoding.
 
 Parameters are plain nested dicts (layout in docs/internals.md); layers of a stack are
-stacked on a leading axis and run with `jax.lax.scan`. Shape letters as in layers.py,
+stacked on a leading axis and run with `jax.lax.scan` (the cached decoder unrolls them). Shape letters as in layers.py,
 plus L layers and M the decode cache length.
 """
 
@@ -195,14 +195,13 @@ def _decoder_layer(
     cross_bias: jax.Array | None,
     cross_kv: tuple[jax.Array, jax.Array] | None,
     kv_cache: tuple[jax.Array, jax.Array] | None = None,
-    layer: jax.Array | int = 0,
     index: jax.Array | int = 0,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Returns (x [B, T, D], self-attention (keys, values) [B, T, H, K]).
 
-    With kv_cache, the stacked caches [L, B, H, M, K] of every layer: this layer's new keys and
-    values are written at (layer, :, :, index) and it attends over its M slots; the updated
-    stacked caches are returned in place of (keys, values).
+    With kv_cache, this layer's caches [B, H, M, K]: the new keys and values are written at
+    slots index.. and the layer attends over all M slots; the updated caches are returned in
+    place of (keys, values).
     """
     r = _split(rng, 6)
     eps, rate = config.layer_norm_epsilon, config.dropout_rate
@@ -212,8 +211,8 @@ def _decoder_layer(
     kv_out = (k, v)
     if kv_cache is not None:
         keys, values = kv_cache
-        keys, k = _cache_write_read(keys, k, layer, index)  # k, v [B, M, H, K]
-        values, v = _cache_write_read(values, v, layer, index)
+        keys, k = _cache_write_read(keys, k, index)  # k, v [B, M, H, K]
+        values, v = _cache_write_read(values, v, index)
         kv_out = (keys, values)
     h = layers.attend(lp["self_attention"], q, k, v, self_bias, dropout_rate=rate, dropout_rng=r[0])
     x = x + layers.dropout(h, rate, r[1])
@@ -228,18 +227,15 @@ def _decoder_layer(
 
 
 def _cache_write_read(
-    cache: jax.Array, new: jax.Array, layer: jax.Array | int, index: jax.Array | int
+    cache: jax.Array, new: jax.Array, index: jax.Array | int
 ) -> tuple[jax.Array, jax.Array]:
-    """Writes new [B, T, H, K] at slots index.. of `layer` in the stacked cache [L, B, H, M, K].
+    """Writes new [B, T, H, K] at slots index.. of a layer's cache [B, H, M, K], in place.
 
-    Returns (cache, this layer's slots as [B, M, H, K], a transposed view that XLA folds into the
-    attention dots). Only the T new slots are written, into the whole stacked cache carried
-    through the layer loop, so XLA updates it in place.
+    Returns (cache, its slots as [B, M, H, K], a transposed view that XLA folds into the
+    attention dots).
     """
-    at = (layer, 0, 0, index, 0)
-    cache = jax.lax.dynamic_update_slice(cache, jnp.swapaxes(new, 1, 2)[None].astype(cache.dtype), at)
-    slots = jax.lax.dynamic_index_in_dim(cache, layer, axis=0, keepdims=False)  # [B, H, M, K]
-    return cache, jnp.swapaxes(slots, 1, 2)
+    cache = jax.lax.dynamic_update_slice(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), (0, 0, index, 0))
+    return cache, jnp.swapaxes(cache, 1, 2)
 
 
 def _scan(fn: Any, x: jax.Array, xs: Any, remat: bool) -> tuple[jax.Array, Any]:
@@ -249,8 +245,14 @@ def _scan(fn: Any, x: jax.Array, xs: Any, remat: bool) -> tuple[jax.Array, Any]:
 
 
 def decoder_layers(params: Params, config: T5Config) -> Params:
-    """Returns the decoder's stacked layer params (with the encoder's shared entries when shared)."""
-    dec = dict(params["decoder"]["layers"])
+    """Returns the decoder's stacked layer params (with the encoder's shared entries when shared).
+
+    Params from unstack_decoder_layers hold a tuple of per-layer trees instead, returned as is.
+    """
+    dec = params["decoder"]["layers"]
+    if isinstance(dec, tuple):
+        return dec
+    dec = dict(dec)
     if config.architecture == "shared_encoder_decoder":
         enc = params["encoder"]["layers"]
         dec.update({d: enc[e] for d, e in _SHARED_NAMES.items() if e in enc})
@@ -388,19 +390,40 @@ def forward(
 
 # ----------------------------------------------------------------------------- cached decoding
 #
-# Cache layout (every leaf of rank >= 1 has the batch on axis 1, CACHE_BATCH_AXIS):
-#   self_key, self_value    [L, B, H, M, K]  decoder self-attention keys/values, slot = position
-#   start                   [1, B] int32     first valid slot per row (> 0 for left-aligned short prompts)
-#   cross_key, cross_value  [L, B, H, S, K]  encoder-decoder only: computed once from the encoder output
-#   encoder_mask            [1, B, S] bool   encoder-decoder only: True at non-pad encoder tokens
-#   index                   [] int32         the slot the next decode_step writes (same for every row)
+# Cache layout (every leaf of rank >= 1 has the batch on axis 0, CACHE_BATCH_AXIS):
+#   layers                  a tuple with one dict per decoder layer:
+#     self_key, self_value    [B, H, M, K]  self-attention keys/values, slot = position
+#     cross_key, cross_value  [B, H, S, K]  encoder-decoder only: computed once from the encoder output
+#   start                   [B] int32     first valid slot per row (> 0 for left-aligned short prompts)
+#   encoder_mask            [B, S] bool   encoder-decoder only: True at non-pad encoder tokens
+#   index                   [] int32      the slot the next decode_step writes (same for every row)
 #
-# Heads come before slots (as in the per-head attention dot products) so that XLA's CPU dots read
-# each head's [M, K] (or [S, K]) block as stored; in [.., M, H, K] order every step made a
-# transposed copy of each layer's whole keys and values.
+# One leaf per layer, and the cached decoder runs its layers as an unrolled Python loop rather
+# than a scan over stacked [L, ...] caches: inside a scan, XLA's CPU backend materialised each
+# layer's cache slice with a dynamic-slice copy every step (the cache moved three times per step
+# instead of once, the term that made ms/token grow with M), and copied each layer's weight
+# slices too. Unrolled, every cache is updated in place and read once by the attention dots;
+# compile time grows with the layer count (~1.6x for 8 decoder layers).
+# Heads come before slots (as in the per-head attention dot products) so that the dots read each
+# head's [M, K] (or [S, K]) block as stored; in [.., M, H, K] order every step made a transposed
+# copy of each layer's whole keys and values.
 
-CACHE_BATCH_AXIS = 1
-CACHE_SLOT_AXIS = 3  # of self_key / self_value: M, the number of slots (max_decode_length)
+CACHE_BATCH_AXIS = 0
+CACHE_SLOT_AXIS = 2  # of a layer's self_key / self_value: M, the number of slots (max_decode_length)
+
+
+def unstack_decoder_layers(params: Params, config: T5Config) -> Params:
+    """Returns params whose decoder layers are a tuple of per-layer trees, for the cached decoder.
+
+    decode_step and prefill take stacked or unstacked params alike. Unstack once, outside the
+    decode loop: sliced inside it, XLA's CPU backend copies every layer's weights each step
+    (~90 MB for T5 1.1 small) instead of hoisting the slices out of the loop.
+    """
+    stacked = decoder_layers(params, config)
+    if isinstance(stacked, tuple):
+        return params
+    per_layer = tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(config.num_decoder_layers))
+    return {**params, "decoder": {**params["decoder"], "layers": per_layer}}
 
 
 def init_decode_cache(
@@ -410,7 +433,7 @@ def init_decode_cache(
     encoder_input_tokens: jax.Array | None = None,
     batch_size: int | None = None,
     max_decode_length: int,
-) -> dict[str, jax.Array]:
+) -> dict[str, Any]:
     """Returns an empty decode cache of max_decode_length slots (encoder run once when there is one)."""
     if config.has_encoder:
         if encoder_input_tokens is None:
@@ -420,34 +443,38 @@ def init_decode_cache(
         batch_size = encoder_input_tokens.shape[0]
     elif batch_size is None:
         raise ValueError("init_decode_cache needs batch_size for a decoder-only model")
-    shape = (config.num_decoder_layers, batch_size, config.num_heads, max_decode_length, config.d_kv)
-    cache = {
-        "self_key": jnp.zeros(shape, config.dtype),
-        "self_value": jnp.zeros(shape, config.dtype),
-        "start": jnp.zeros((1, batch_size), jnp.int32),
+    shape = (batch_size, config.num_heads, max_decode_length, config.d_kv)
+    layer_caches = [
+        {"self_key": jnp.zeros(shape, config.dtype), "self_value": jnp.zeros(shape, config.dtype)}
+        for _ in range(config.num_decoder_layers)
+    ]
+    cache: dict[str, Any] = {
+        "start": jnp.zeros((batch_size,), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
     }
     if config.has_encoder:
         encoded = encode(params, encoder_input_tokens, config)  # [B, S, D]
-        cross = decoder_layers(params, config)["cross_attention"]
-        dtype = encoded.dtype
-        cache["cross_key"] = jnp.einsum("BSD,LDHK->LBHSK", encoded, cross["key"].astype(dtype))
-        cache["cross_value"] = jnp.einsum("BSD,LDHK->LBHSK", encoded, cross["value"].astype(dtype))
-        cache["encoder_mask"] = (encoder_input_tokens != config.pad_id)[None]
+        per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
+        for lp, layer_cache in zip(per_layer, layer_caches, strict=True):
+            for name in ("key", "value"):
+                kernel = lp["cross_attention"][name].astype(encoded.dtype)
+                layer_cache[f"cross_{name}"] = jnp.einsum("BSD,DHK->BHSK", encoded, kernel)
+        cache["encoder_mask"] = encoder_input_tokens != config.pad_id
+    cache["layers"] = tuple(layer_caches)
     return cache
 
 
 def _run_cached(
     params: Params,
-    cache: dict[str, jax.Array],
+    cache: dict[str, Any],
     tokens: jax.Array,
     self_mask: jax.Array,
     config: T5Config,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+) -> tuple[jax.Array, dict[str, Any]]:
     """Runs tokens [B, T] at slots index..index+T-1 against the cache; returns (logits [B, T, V], cache)."""
     dec = params["decoder"]
     index = cache["index"]
-    t, m = tokens.shape[1], cache["self_key"].shape[CACHE_SLOT_AXIS]
+    t, m = tokens.shape[1], _num_slots(cache)
     q_slots = (index + jnp.arange(t, dtype=jnp.int32))[None]  # [1, T]
     k_slots = jnp.arange(m, dtype=jnp.int32)[None]  # [1, M]
     # Slots are positions: left alignment shifts a row's query and key slots alike, so relative
@@ -458,15 +485,14 @@ def _run_cached(
     self_bias = self_bias + layers.mask_to_bias(self_mask)  # [B, H, T, M]
     cross_bias = None
     if config.has_encoder:
-        cross_bias = layers.mask_to_bias(cache["encoder_mask"][0][:, None, None, :])  # [B, 1, 1, S]
+        cross_bias = layers.mask_to_bias(cache["encoder_mask"][:, None, None, :])  # [B, 1, 1, S]
     x = layers.embed(params["token_embedder"]["embedding"], tokens, config.dtype)
-    has_cross = config.has_encoder
-
-    Carry = tuple[jax.Array, jax.Array, jax.Array]
-
-    def body(carry: Carry, xs: Any) -> tuple[Carry, None]:
-        x, keys, values = carry  # keys, values [L, B, H, M, K]: updated in place, layer by layer
-        lp, layer, ck, cv = xs
+    per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
+    new_layers = []
+    for lp, lc in zip(per_layer, cache["layers"], strict=True):
+        cross_kv = None
+        if config.has_encoder:
+            cross_kv = (jnp.swapaxes(lc["cross_key"], 1, 2), jnp.swapaxes(lc["cross_value"], 1, 2))
         x, (keys, values) = _decoder_layer(
             lp,
             x,
@@ -474,33 +500,26 @@ def _run_cached(
             None,
             self_bias=self_bias,
             cross_bias=cross_bias,
-            cross_kv=(jnp.swapaxes(ck, 1, 2), jnp.swapaxes(cv, 1, 2)) if has_cross else None,
-            kv_cache=(keys, values),
-            layer=layer,
+            cross_kv=cross_kv,
+            kv_cache=(lc["self_key"], lc["self_value"]),
             index=index,
         )
-        return (x, keys, values), None
-
-    n = config.num_decoder_layers
-    xs = (
-        decoder_layers(params, config),
-        jnp.arange(n, dtype=jnp.int32),
-        cache.get("cross_key"),
-        cache.get("cross_value"),
-    )
-    (x, keys, values), _ = jax.lax.scan(body, (x, cache["self_key"], cache["self_value"]), xs)
+        new_layers.append({**lc, "self_key": keys, "self_value": values})
     x = layers.rms_norm(x, dec["final_norm"]["scale"], config.layer_norm_epsilon)
-    cache = {**cache, "self_key": keys, "self_value": values, "index": index + t}
+    cache = {**cache, "layers": tuple(new_layers), "index": index + t}
     return _logits(params, x, config), cache
+
+
+def _num_slots(cache: dict[str, Any]) -> int:
+    return cache["layers"][0]["self_key"].shape[CACHE_SLOT_AXIS]
 
 
 def decode_step(
     params: Params, cache: dict[str, jax.Array], last_tokens: jax.Array, config: T5Config
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Returns (logits [B, V] float32 for the token after last_tokens [B], the advanced cache)."""
-    m = cache["self_key"].shape[CACHE_SLOT_AXIS]
-    slots = jnp.arange(m)[None]  # [1, M]
-    valid = (slots >= cache["start"][0][:, None]) & (slots <= cache["index"])  # [B, M]
+    slots = jnp.arange(_num_slots(cache))[None]  # [1, M]
+    valid = (slots >= cache["start"][:, None]) & (slots <= cache["index"])  # [B, M]
     logits, cache = _run_cached(params, cache, last_tokens[:, None], valid[:, None, None, :], config)
     return logits[:, 0], cache
 
@@ -533,9 +552,9 @@ def prefill(
     if config.architecture == "prefix_lm":
         visible = visible | (valid[:, :, None] & valid[:, None, :])
     mask = visible & valid[:, None, :]  # [B, P, P]
-    m = cache["self_key"].shape[CACHE_SLOT_AXIS]
+    m = _num_slots(cache)
     mask = jnp.pad(mask, ((0, 0), (0, 0), (0, m - p)))[:, None]  # [B, 1, P, M]: unwritten slots masked
-    cache = {**cache, "index": jnp.zeros((), jnp.int32), "start": shift[None]}
+    cache = {**cache, "index": jnp.zeros((), jnp.int32), "start": shift}
     _, cache = _run_cached(params, cache, tokens, mask, config)
     cache["index"] = jnp.asarray(p - 1, jnp.int32)
     return cache, tokens[:, p - 1]

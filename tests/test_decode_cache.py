@@ -31,8 +31,9 @@ def test_encoder_decoder_cached_steps_equal_forward(arch: str) -> None:
         jitted_forward(config)(params, {"encoder_input_tokens": enc, "decoder_input_tokens": dec})
     )
     cache = network.init_decode_cache(params, config, encoder_input_tokens=enc, max_decode_length=8)
-    for name, leaf in cache.items():  # the documented batch axis
-        assert leaf.ndim == 0 or leaf.shape[network.CACHE_BATCH_AXIS] == 2, name
+    for path, leaf in jax.tree.leaves_with_path(cache):  # the documented batch axis
+        assert leaf.ndim == 0 or leaf.shape[network.CACHE_BATCH_AXIS] == 2, jax.tree_util.keystr(path)
+    assert len(cache["layers"]) == config.num_decoder_layers
     step = _step_fn(config)
     for t in range(dec.shape[1]):
         logits, cache = step(params, cache, jnp.asarray(dec[:, t]))
@@ -84,3 +85,57 @@ def test_prefill_with_ragged_prompts_then_steps_equal_forward(arch: str) -> None
         expected = full[np.arange(3), lengths - 1 + s]
         np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-5, rtol=0)
         tokens = seqs[np.arange(3), lengths + s]
+
+
+@pytest.mark.parametrize("arch", ["encoder_decoder", "shared_encoder_decoder"])
+def test_unstacked_decoder_params_decode_identically(arch: str) -> None:
+    config = tiny_config(architecture=arch, num_encoder_layers=3, num_decoder_layers=3)
+    params = tiny_params(config)
+    unstacked = network.unstack_decoder_layers(params, config)
+    assert len(unstacked["decoder"]["layers"]) == 3
+    assert network.unstack_decoder_layers(unstacked, config) is unstacked
+    enc = np.random.RandomState(3).randint(2, 64, size=(2, 7)).astype(np.int32)
+    step = _step_fn(config)
+    caches = [
+        network.init_decode_cache(p, config, encoder_input_tokens=enc, max_decode_length=4)
+        for p in (params, unstacked)
+    ]
+    tokens = jnp.zeros((2,), jnp.int32)
+    for t in range(3):
+        (a, caches[0]), (b, caches[1]) = step(params, caches[0], tokens), step(unstacked, caches[1], tokens)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        tokens = jnp.asarray([5 + t, 9], jnp.int32)
+
+
+def _while_operand_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """Shapes of every operand of every while loop in jaxpr, nested calls included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "while":
+            shapes += [tuple(v.aval.shape) for v in eqn.invars]
+        for param in eqn.params.values():
+            sub = getattr(param, "jaxpr", param)
+            if hasattr(sub, "eqns"):
+                shapes += _while_operand_shapes(sub)
+    return shapes
+
+
+def test_decode_loop_gets_per_layer_weights_not_stacked_ones() -> None:
+    """inference's decode loop must take each layer's weights as loop constants: given the stacked
+    [L, ...] weights, XLA slices (copies) every layer's weights inside the loop on every step."""
+    import functools
+
+    from mesh_t5 import inference
+
+    config = tiny_config(num_decoder_layers=3)
+    params = tiny_params(config)
+    stacked = {tuple(a.shape) for a in jax.tree.leaves(params["decoder"]["layers"])}
+    per_layer = {s[1:] for s in stacked}
+    decode = functools.partial(
+        inference._decode, config=config, max_decode_length=5, beam_size=1, alpha=0.6,
+        temperature=0.0, top_k=0, top_p=1.0,
+    )  # fmt: skip
+    enc = jnp.ones((2, 6), jnp.int32)
+    shapes = set(_while_operand_shapes(jax.make_jaxpr(decode)((params,), enc, jax.random.key(0)).jaxpr))
+    assert per_layer & shapes, "the per-layer weights should enter the loop"
+    assert not stacked & shapes, f"stacked decoder weights enter the decode loop: {sorted(stacked & shapes)}"
