@@ -460,6 +460,10 @@ def init_decode_cache(
                 kernel = lp["cross_attention"][name].astype(encoded.dtype)
                 layer_cache[f"cross_{name}"] = jnp.einsum("BSD,DHK->BHSK", encoded, kernel)
         cache["encoder_mask"] = encoder_input_tokens != config.pad_id
+        # Without the barrier XLA sinks the einsums' output transposes into the decode loop, so
+        # every step copied every layer's cross keys and values (t5.1.1-small, batch 8, 512
+        # input tokens: 100 MB per step, 87 -> 67 ms/token with the barrier).
+        layer_caches = jax.lax.optimization_barrier(layer_caches)
     cache["layers"] = tuple(layer_caches)
     return cache
 
