@@ -403,7 +403,7 @@ def forward(
 # layer's cache slice with a dynamic-slice copy every step (the cache moved three times per step
 # instead of once, the term that made ms/token grow with M), and copied each layer's weight
 # slices too. Unrolled, every cache is updated in place and read once by the attention dots;
-# compile time grows with the layer count (~1.6x for 8 decoder layers).
+# compile time grows with the layer count (T5 1.1 small, 8 decoder layers: 5.1 -> 7.5 s).
 # Heads come before slots (as in the per-head attention dot products) so that the dots read each
 # head's [M, K] (or [S, K]) block as stored; in [.., M, H, K] order every step made a transposed
 # copy of each layer's whole keys and values.
