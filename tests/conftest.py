@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -37,3 +38,13 @@ def tiny_params(config: T5Config, seed: int = 0) -> Any:
 def jitted_forward(config: T5Config) -> Any:
     """Returns a jitted forward(params, batch) for config (one compile per config and shape)."""
     return jax.jit(functools.partial(network.forward, config=config))
+
+
+def jaxpr_eqns(jaxpr: Any) -> Iterator[Any]:
+    """Yields every equation of jaxpr, those of nested jaxprs (loop bodies, calls) included."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            sub = getattr(param, "jaxpr", param)  # a ClosedJaxpr's Jaxpr
+            if hasattr(sub, "eqns"):
+                yield from jaxpr_eqns(sub)

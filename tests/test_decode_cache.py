@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import jitted_forward, tiny_config, tiny_params
+from conftest import jaxpr_eqns, jitted_forward, tiny_config, tiny_params
 
 from mesh_t5 import network
 
@@ -109,15 +109,7 @@ def test_unstacked_decoder_params_decode_identically(arch: str) -> None:
 
 def _while_operand_shapes(jaxpr) -> list[tuple[int, ...]]:
     """Shapes of every operand of every while loop in jaxpr, nested calls included."""
-    shapes = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "while":
-            shapes += [tuple(v.aval.shape) for v in eqn.invars]
-        for param in eqn.params.values():
-            sub = getattr(param, "jaxpr", param)
-            if hasattr(sub, "eqns"):
-                shapes += _while_operand_shapes(sub)
-    return shapes
+    return [tuple(v.aval.shape) for e in jaxpr_eqns(jaxpr) if e.primitive.name == "while" for v in e.invars]
 
 
 def test_decode_loop_gets_per_layer_weights_not_stacked_ones() -> None:

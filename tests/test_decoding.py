@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import jaxpr_eqns
 
 from mesh_t5 import decoding
 
@@ -325,15 +326,7 @@ def test_cache_beam_helpers_round_trip():
 
 def _gather_shapes(jaxpr) -> list[tuple[int, ...]]:
     """Output shapes of every gather in jaxpr, nested calls included."""
-    shapes = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "gather":
-            shapes.append(eqn.outvars[0].aval.shape)
-        for param in eqn.params.values():
-            sub = getattr(param, "jaxpr", param)  # a ClosedJaxpr's Jaxpr
-            if hasattr(sub, "eqns"):
-                shapes += _gather_shapes(sub)
-    return shapes
+    return [e.outvars[0].aval.shape for e in jaxpr_eqns(jaxpr) if e.primitive.name == "gather"]
 
 
 def test_beam_search_reorders_only_the_cache_leaves_a_step_changes():
