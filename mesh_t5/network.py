@@ -1,8 +1,8 @@
 """The T5 network: parameter init and axes, encoder/decoder stacks, forward pass, and cached decoding.
 
 Parameters are plain nested dicts (layout in docs/internals.md); layers of a stack are
-stacked on a leading axis and run with `jax.lax.scan` (the cached decoder unrolls them). Shape letters as in layers.py,
-plus L layers and M the decode cache length.
+stacked on a leading axis and run with `jax.lax.scan` (the cached decoder unrolls them).
+Shape letters as in layers.py, plus L layers and M the decode cache length.
 """
 
 from __future__ import annotations

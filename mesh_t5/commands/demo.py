@@ -236,7 +236,6 @@ def read_loss_curve(model_dir: Path, tag: str = "loss") -> list[tuple[int, float
     return sorted(read_scalars(str(log_dir)).get(tag, []))
 
 
-HEADLINE_METRIC = demo_report.HEADLINE_METRIC
 MODEL_DIRS = {"pretrain": "pretrain", "pretrained": "finetune_pretrained", "scratch": "finetune_scratch"}
 ARTEFACTS = (
     ("cleaned corpus (JSONL)", "data/corpus.jsonl"),
@@ -255,7 +254,6 @@ ARTEFACTS = (
 
 
 def step_report(run: Run) -> dict:
-    dr = demo_report
     info = {name: run.done(name) or {} for name in STEPS if name != "report"}
     # {task: {"pretrained": {...}, "scratch": {...}, "baseline": {...}}}
     scores = info["evaluate"].get("scores", {})
@@ -272,7 +270,9 @@ def step_report(run: Run) -> dict:
             "from scratch": read_loss_curve(run.root / MODEL_DIRS["scratch"]),
         },
     }
-    png = dr.plot_loss_curves(curves, run.root / "loss_curves.png", title="mesh-t5 demo: training loss")
+    png = demo_report.plot_loss_curves(
+        curves, run.root / "loss_curves.png", title="mesh-t5 demo: training loss"
+    )
     s = run.settings
     setup = (
         f"Model: `{s.model_gin}`; vocabulary {info['vocab'].get('vocab_size', '?')} ids; batch {s.batch_size}; "
@@ -281,19 +281,22 @@ def step_report(run: Run) -> dict:
     )
     commands = "\n".join(f"    {c}" for i in info.values() for c in i.get("commands", []))
     sections = [
-        ("Results", dr.results_section(scores)),
+        ("Results", demo_report.results_section(scores)),
         ("Loss curves", f"![loss curves]({png.name})"),
         (
             "Samples (held-out test examples, beam search)",
-            dr.samples_section(info["infer"].get("samples", [])),
+            demo_report.samples_section(info["infer"].get("samples", [])),
         ),
-        ("Corpus and tasks", dr.corpus_section(info["corpus"])),
+        ("Corpus and tasks", demo_report.corpus_section(info["corpus"])),
         ("Setup", setup),
-        ("Time", dr.timing_section({name: i.get("seconds") for name, i in info.items()})),
-        ("Artefacts (relative to this directory)", dr.markdown_table(["artefact", "path"], ARTEFACTS)),
+        ("Time", demo_report.timing_section({name: i.get("seconds") for name, i in info.items()})),
+        (
+            "Artefacts (relative to this directory)",
+            demo_report.markdown_table(["artefact", "path"], ARTEFACTS),
+        ),
         ("Commands run", commands or "(none recorded)"),
     ]
-    report = dr.write_report(run.root / REPORT_FILE, "mesh-t5 demo report", sections)
+    report = demo_report.write_report(run.root / REPORT_FILE, "mesh-t5 demo report", sections)
     total = sum(float(i.get("seconds", 0)) for i in info.values())
     results = {"settings": dataclasses.asdict(s), "scores": scores, "steps": info, "total_seconds": total}
     (run.root / RESULTS_FILE).write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -420,7 +423,7 @@ def step_evaluate(run: Run) -> dict:
     commands, picked = [], {}
     limit = [f"--limit={s.eval_examples}"] if s.eval_examples else []
     summaries = test_examples(run, "summarize")
-    for task_name in HEADLINE_METRIC:
+    for task_name in demo_report.HEADLINE_METRIC:
         task = data.get_task(task_name)
         for model in ("pretrained", "scratch"):
             records, argv = _predict(run, model, task_name, [f"--task={task_name}", "--split=test", *limit])
@@ -437,7 +440,7 @@ def step_evaluate(run: Run) -> dict:
                 result.update(metrics.rouge([e["targets"] for e in summaries], picked[model]))
             result["examples"] = len(records)
             scores[task_name][model] = result
-        metric = HEADLINE_METRIC[task_name]
+        metric = demo_report.HEADLINE_METRIC[task_name]
         say(
             f"    {task_name} {metric}: baseline {scores[task_name]['baseline'][metric]:.1f}, from scratch "
             f"{scores[task_name]['scratch'][metric]:.1f}, pre-trained {scores[task_name]['pretrained'][metric]:.1f}"
