@@ -6,7 +6,7 @@ are opened on first use.
 
 import importlib.util
 
-from mesh_t5.tasks import generation, glue, mixtures  # noqa: F401  (registration side effects)
+from mesh_t5.tasks import experiments, generation, glue, mixtures  # noqa: F401  (registration side effects)
 
 if importlib.util.find_spec("mesh_t5.tasks.demo") is not None:
     from mesh_t5.tasks import demo  # noqa: F401
