@@ -7,6 +7,7 @@ with `gin.external_configurable` and call `parse_gin` once, before running.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -121,12 +122,24 @@ def parse_gin(
     for p in paths:
         gin.add_config_file_search_path(p)
     files = [_resolve(f, paths) for f in gin_files]
+    quiet = _IncludeProbeFilter()
+    logging.getLogger().addFilter(quiet)
     try:
         gin.parse_config_files_and_bindings(files, bindings, finalize_config=finalize)
     except OSError as e:
         raise UserError(f"gin: cannot read {e.filename or e}: {e.strerror or e}") from None
     except Exception as e:  # gin raises ValueError, KeyError, SyntaxError, ParseError...
         raise UserError(f"gin: {_first_line(e)}") from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _IncludeProbeFilter(logging.Filter):
+    """Drops gin's "Path not found" errors: gin probes every search path for an `include`d file and
+    logs each miss, though the file is then found on a later path (a missing one still fails)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Path not found: %s"
 
 
 def _first_line(error: BaseException) -> str:

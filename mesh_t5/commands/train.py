@@ -43,6 +43,10 @@ useful bindings (all of mesh_t5.train.train's keyword arguments are configurable
   rsqrt_schedule.warmup_steps.
 
 A run restarts from the latest checkpoint in MODEL_DIR, data position included.
+
+the paper's experiments: --experiment=NAME [--stage=pretrain|finetune|train] puts that row's gin
+  files first (`mesh-t5 experiments` lists the rows and their stages); your --gin_file and --gin.*
+  flags come after it and win, so they change one factor.
 """
 
 # The gin-wrapped library functions (calling the wrapper applies the bindings).
@@ -58,6 +62,23 @@ def register_configurables() -> None:
     gin.external_configurable(optim.constant_schedule, "constant_schedule")
     gin.external_configurable(optim.linear_warmup_decay_schedule, "linear_warmup_decay_schedule")
     gin.external_configurable(optim.make_optimizer, "optimizer")
+
+
+def experiment_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Replaces --experiment=NAME [--stage=S] in argv by the row's --gin_file flags (put first, so the
+    user's files and bindings override them); returns (argv, macros the stage needs from the user)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--experiment")
+    parser.add_argument("--stage")
+    args, rest = parser.parse_known_args(list(argv))
+    if args.experiment is None:
+        if args.stage is not None:
+            raise UserError("--stage needs --experiment=NAME (`mesh-t5 experiments` lists them)")
+        return rest, []
+    from mesh_t5 import experiments
+
+    files, required = experiments.stage_files(args.experiment, args.stage)
+    return [f"--gin_file={f}" for f in files] + rest, required
 
 
 def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -107,11 +128,12 @@ def call(configurable: Any) -> Any:
 
 def main(argv: Sequence[str]) -> int:
     """Runs `mesh-t5 train`; returns the exit status."""
+    argv, experiment_macros = experiment_flags(argv)
     try:
         args, bindings = parse_args("mesh-t5 train", HELP, argv)
     except SystemExit as e:  # --help, or argparse's own usage error
         return int(e.code or 0)
-    configure(args, bindings, REQUIRED_MACROS)
+    configure(args, bindings, [*experiment_macros, *REQUIRED_MACROS])
     model_dir = str(gin_utils.query_macro("MODEL_DIR"))
     result = call(CONFIGURABLES["train"])
     os.makedirs(model_dir, exist_ok=True)
