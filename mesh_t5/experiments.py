@@ -76,7 +76,7 @@ def stage_files(name: str, stage: str | None = None) -> tuple[list[str], list[st
     files = options[stage]
     text = "".join((PACKAGE_GIN_DIR / f).read_text(encoding="utf-8") for f in files)
     required = []
-    if FINETUNE_STAGE in text or FINETUNE_STAGE in files:
+    if FINETUNE_STAGE in files or re.search(f"^include '{FINETUNE_STAGE}'$", text, re.M):
         required.append("FINETUNE_TASK")
         if not re.search(r"^INIT_CHECKPOINT = None$", text, re.M):
             required.append("PRETRAIN_DIR")
