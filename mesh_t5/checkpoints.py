@@ -151,12 +151,14 @@ def _find_state_dir(path: Path) -> Path:
 
 
 def load_params(
-    path: str | os.PathLike, abstract_params: Any, shardings: Any | None = None
+    path: str | os.PathLike, abstract_params: Any, shardings: Any | None = None, new_adapters: Any = None
 ) -> tuple[Any, int, Path]:
     """Returns (params, step, state dir) from any mesh_t5 checkpoint path; shapes are checked first.
 
     The step is 0 for an exported model dir. Only the parameters are read (a partial
     restore), so initialising a fine-tuning run does not load the pre-training optimizer state.
+    `new_adapters` (a function returning fresh params): adapter layers the checkpoint lacks are taken
+    from it, as when fine-tuning a model pre-trained without them (paper Table 10).
     """
     path = Path(path).absolute()
     if not path.exists():
@@ -165,6 +167,11 @@ def load_params(
     tree = ocp.StandardCheckpointer().metadata(state_dir).item_metadata.tree
     exported = state_dir.name == PARAMS_DIR
     saved_params = tree if exported else tree.get("params", {})
+    missing = set(_shapes(abstract_params)) - set(_shapes(saved_params))
+    if new_adapters is not None and missing and all("adapter" in n.split("/") for n in missing):
+        without = _drop_key(abstract_params, "adapter")
+        params, step, state_dir = load_params(path, without, _drop_key(shardings, "adapter"))
+        return _merged(new_adapters(), params), step, state_dir
     check_shapes(abstract_params, saved_params, str(state_dir.parent))
     target = _abstract(abstract_params, shardings)
     item = target if exported else {"params": target}
@@ -187,6 +194,20 @@ def load_params(
         )
         step = int(step_value["step"])
     return params, step, state_dir
+
+
+def _drop_key(tree: Any, key: str) -> Any:
+    """Returns nested dicts `tree` without the entries named `key`, at any depth."""
+    if not isinstance(tree, dict):
+        return tree
+    return {k: _drop_key(v, key) for k, v in tree.items() if k != key}
+
+
+def _merged(base: Any, over: Any) -> Any:
+    """Returns nested dicts `base` with every leaf that `over` has replaced by `over`'s."""
+    if not isinstance(over, dict):
+        return over
+    return {k: _merged(v, over[k]) if k in over else v for k, v in base.items()}
 
 
 def load_state_subtree(state_dir: Path, key: str, abstract: Any, shardings: Any | None = None) -> Any:

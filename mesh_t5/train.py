@@ -439,7 +439,10 @@ def train(
         state, meta = store.restore(resume_step, abstract, shardings)
     elif init_checkpoint:
         params_sh = None if shardings is None else shardings["params"]
-        params, init_step, state_dir = checkpoints.load_params(init_checkpoint, abstract["params"], params_sh)
+        params, init_step, state_dir = checkpoints.load_params(
+            init_checkpoint, abstract["params"], params_sh,
+            new_adapters=lambda: init_state(model_config, optimizer, jax.random.key(seed), layout)["params"],
+        )  # fmt: skip
         if train_steps < init_step:
             raise checkpoints.CheckpointError(
                 f"TRAIN_STEPS={train_steps} is below the step {init_step} of init checkpoint {init_checkpoint}; "
