@@ -8,6 +8,9 @@ A row is one to two stages (the paper pre-trains, then fine-tunes on each benchm
 - "finetune_row": the row changes fine-tuning (Table 10, fine-tune-only ensembles); stage pretrain =
   experiments/baseline.gin, stage finetune = its file.
 - "single": one training run (multi-task training of Table 11, no pre-training of Table 1).
+
+Table 3 only shows examples of the objectives; they are rows of Tables 4, 5 and 7. The paper's
+numbering is kept: corruption rates are Table 6 (`table6_corruption_rate_25`), span lengths Table 7.
 """
 
 from __future__ import annotations

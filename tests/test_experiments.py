@@ -148,6 +148,9 @@ def test_mixture_rates_follow_the_papers_formulas():
     assert "glue_cola_v002" not in loo and {"super_glue_boolq_v102", "c4_v220_iid_denoising"} <= loo
     assert "c4_v220_iid_denoising" not in {t.name for t in data.get_mixture("paper_mt_supervised").tasks}
     assert data.get_task("c4_v220_iid_denoising_2^25_tokens").source.max_tokens == 2**25
+    # The fine-tuning task of each column is the one whose tasks the leave-one-out mixture drops.
+    columns = experiments.paper_scores()["finetune_tasks"]
+    assert {b: t for b, (t, _) in study_tasks.BENCHMARK_TASKS.items()} == columns
 
 
 def test_listing_and_one_line_refusals(tmp_path, capsys):

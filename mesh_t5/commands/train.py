@@ -67,7 +67,7 @@ def register_configurables() -> None:
 def experiment_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Replaces --experiment=NAME [--stage=S] in argv by the row's --gin_file flags (put first, so the
     user's files and bindings override them); returns (argv, macros the stage needs from the user)."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--experiment")
     parser.add_argument("--stage")
     args, rest = parser.parse_known_args(list(argv))
