@@ -97,9 +97,42 @@ def test_every_stage_builds(name, tmp_path, monkeypatch):
         item = data.get_mixture_or_task(macros["mixture_or_task_name"])
         tasks = item.tasks if isinstance(item, data.Mixture) else [item]
         assert all(t.splits for t in tasks)
-        # TFDS tasks: the stream check on tensorflow_datasets.testing.mock_data goes here, once TfdsSource
-        # reads under mock_data (the recipe helper's change): build data.get_dataset(..., num_epochs=1) for
-        # the stage and take one batch.
+        # The TFDS streams are checked on tensorflow_datasets.testing.mock_data below, for the rows'
+        # pre-training data sets (test_tfds_rows_stream_on_mock_data).
+
+
+TFDS_ROWS = [
+    "baseline", "table8_c4_unfiltered", "table8_realnewslike", "table8_webtextlike", "table8_wikipedia",
+    "table9_data_2^23_tokens",
+]  # fmt: skip
+
+
+def test_tfds_rows_stream_on_mock_data():
+    """Each pre-training data set of Tables 8-9 streams a packed batch from TFDS mock examples (the real
+    datasets' feature specs) through the row's preprocessors, with a byte vocabulary."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=2):
+        for name in TFDS_ROWS:
+            macros = configure(experiments.stage_files(name)[0])
+            original = data.get_task(macros["mixture_or_task_name"])
+            features = {
+                k: data.Feature(VOCAB, f.add_eos, f.required) for k, f in original.output_features.items()
+            }
+            task = CatalogueTask(f"mock_{name}", original.source, original.preprocessors, features)
+            try:
+                batch = next(
+                    data.get_dataset(task, macros["task_feature_lengths"], batch_size=2, num_epochs=1)
+                )
+            except UserError as e:
+                # Enabled by itself once TfdsSource reads under mock_data (the recipe branch's change):
+                # until then it refuses with "... is not prepared ...".
+                if "is not prepared" in str(e):
+                    pytest.skip(f"TfdsSource refuses under tensorflow_datasets.testing.mock_data: {e}")
+                raise
+            assert batch["encoder_input_tokens"].shape == (2, 512) and batch["decoder_target_tokens"].any(), (
+                name
+            )
 
 
 def test_lengths_of_the_span_rows_fit_their_objective_exactly():
