@@ -252,10 +252,10 @@ def train(capsys, name, model_dir, *extra):
 
 
 def test_one_pretraining_step_on_a_tiny_override(tmp_path, capsys):
-    """A decoder-only row (prefix LM, inputs and targets in one sequence) with its objective on a tiny model
-    and data: one step, a finite loss, the row's architecture in the saved config. (Span corruption's
-    lengths are checked above without training; the baseline trains in the two-stage test below.)"""
-    name, lengths = "table2_prefix_lm_denoising", "{'inputs': 32, 'targets': 16}"
+    """The decoder-only language model row (the denoising inputs and targets as one causal sequence) on a
+    tiny model and data: one step, a finite loss, the row's architecture and converter in the saved config.
+    (Span corruption's lengths are checked above without training; the baseline trains below.)"""
+    name, lengths = "table2_language_model_denoising", "{'inputs': 32, 'targets': 16}"
     task = tiny_version(name)
     err = train(
         capsys, name, tmp_path, f"--gin.MIXTURE_OR_TASK_NAME={task}", f"--gin.TASK_FEATURE_LENGTHS={lengths}",
@@ -264,7 +264,7 @@ def test_one_pretraining_step_on_a_tiny_override(tmp_path, capsys):
     assert re.search(r"step 1, loss \d+\.\d+", err), err
     operative = (tmp_path / "operative_config.gin").read_text()
     assert f"'{task}'" in operative and "d_model = 64" in operative
-    assert "architecture = 'prefix_lm'" in operative and "feature_converter = 'prefix_lm'" in operative
+    assert "architecture = 'decoder_only'" in operative and "feature_converter = 'prefix_lm'" in operative
 
 
 def test_adapter_row_pretrains_then_finetunes_on_a_tiny_override(tmp_path, capsys):
