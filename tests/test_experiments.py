@@ -19,6 +19,7 @@ from mesh_t5.data.objectives import random_spans_helper
 from mesh_t5.errors import UserError
 from mesh_t5.tasks import experiments as study_tasks
 from mesh_t5.tasks.common import CatalogueTask, task_with_examples
+from mesh_t5.tasks.mixtures import SUPERVISED_TASKS
 from mesh_t5.vocab import ByteVocabulary
 
 ROWS = experiments.paper_scores()["experiments"]
@@ -182,6 +183,7 @@ def test_mixture_rates_follow_the_papers_formulas():
     assert "c4_v220_iid_denoising" not in {t.name for t in data.get_mixture("paper_mt_supervised").tasks}
     assert data.get_task("c4_v220_iid_denoising_2^25_tokens").source.max_tokens == 2**25
     # The fine-tuning task of each column is the one whose tasks the leave-one-out mixture drops.
+    assert sorted(study_tasks.STUDY_TASKS) == sorted(SUPERVISED_TASKS)  # the catalogue's all_* mixtures'
     columns = experiments.paper_scores()["finetune_tasks"]
     assert {b: t for b, (t, _) in study_tasks.BENCHMARK_TASKS.items()} == columns
 
