@@ -31,8 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _score(value: float | None, table: int, benchmark: str) -> str:
+    """Returns the score as the paper prints it: 2 decimals, Table 14's averages and BLEU 1."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if table == 14 and benchmark not in ("CNNDM", "SQuAD") else f"{value:.2f}"
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +59,9 @@ def main(argv: list[str]) -> int:
     print(f"{'experiment'.ljust(width)}  table  {header}  varies")
     for name in names:
         row = experiments.get_experiment(name)
-        scores = "  ".join(f"{_score(row['scores'].get(b)):>6}" for b in experiments.BENCHMARKS)
+        scores = "  ".join(
+            f"{_score(row['scores'].get(b), row['table'], b):>6}" for b in experiments.BENCHMARKS
+        )
         print(f"{name.ljust(width)}  {row['table']:>5}  {scores}  {row['varies']}")
         if args.verbose:
             print(f"{''.ljust(width)}  row {row['row']!r}" + (f"; {row['note']}" if row.get("note") else ""))
