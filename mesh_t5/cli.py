@@ -21,7 +21,7 @@ COMMANDS = {
     "convert": "convert checkpoints: Hugging Face <-> mesh_t5, Mesh-TF -> mesh_t5",
     "plan": "per-device memory of a model on a mesh, without allocating it",
     "tasks": "list the registered tasks and mixtures",
-    "c4": "the C4 cleaning pipeline (Apache Beam)",
+    "c4": "build a C4-style corpus from Common Crawl WET files (Apache Beam)",
     "demo": "pre-train, fine-tune, evaluate, decode and export a small T5, offline",
 }
 
