@@ -18,12 +18,7 @@ import sys
 import tempfile
 import time
 
-WORDS = (
-    "the of and to in is was for that with as on by at from his her their which have this are were an be had it "
-    "not or but all new first time year people water river city world school family history music small great "
-    "house during after between under through about against part number system government company children "
-    "story morning light garden village winter summer library letter market teacher doctor island mountain"
-).split()
+WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "that", "with", "as", "on", "by", "at", "from", "his", "her", "their", "which", "have", "this", "are", "were", "an", "be", "had", "it", "not", "or", "but", "all", "new", "first", "time", "year", "people", "water", "river", "city", "world", "school", "family", "history", "music", "small", "great", "house", "during", "after", "between", "under", "through", "about", "against", "part", "number", "system", "government", "company", "children", "story", "morning", "light", "garden", "village", "winter", "summer", "library", "letter", "market", "teacher", "doctor", "island", "mountain"]
 BOILERPLATE = [
     "Home | About | Contact",
     "Share this",
