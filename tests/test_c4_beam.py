@@ -222,3 +222,37 @@ def test_output_is_a_task_source(built):
     examples = list(source.iter_split("train"))
     assert {ex["url"]: ex["text"] for ex in examples} == read_split(out, "train")
     assert set(examples[0]) == {"url", "text", "timestamp"}
+
+
+def test_output_trains_a_tiny_model_with_span_corruption(built, tmp_path):
+    from mesh_t5 import data, optim, train
+    from mesh_t5.config import T5Config
+    from mesh_t5.data.c4_output import C4Source
+    from mesh_t5.vocab import ByteVocabulary
+
+    out, *_ = built
+    vocab = ByteVocabulary(extra_ids=100)  # 359 ids; sentinels are the top 100
+    inputs_length = 64
+    _, targets_length = data.random_spans_helper(inputs_length, 0.15, 3.0, 1, 1)
+    data.TaskRegistry.add(
+        "test_c4_local",
+        C4Source(str(out)),
+        data.unsupervised_preprocessors("span_corruption", default_inputs_length=inputs_length),
+        {"inputs": data.Feature(vocab, required=False), "targets": data.Feature(vocab)},
+        overwrite=True,
+    )
+    lengths = {"inputs": inputs_length, "targets": targets_length}
+    example = next(data.get_task("test_c4_local").get_dataset("train", sequence_length=lengths))
+    assert len(example["inputs"]) == inputs_length and (example["inputs"] >= vocab.vocab_size - 100).any()
+    config = T5Config(
+        vocab_size=384, d_model=32, d_ff=64, num_heads=2, d_kv=16, num_encoder_layers=1, num_decoder_layers=1,
+        dropout_rate=0.0,
+    )  # fmt: skip
+    result = train.train(
+        model_config=config, model_dir=str(tmp_path / "model"), mixture_or_task_name="test_c4_local",
+        task_feature_lengths=lengths, train_steps=3, batch_size=4, learning_rate=optim.constant_schedule(1e-2),
+        checkpoint_period=1000, tensorboard=False, progress=False, log_period=1, z_loss=0.0,
+    )  # fmt: skip
+    losses = [m["loss"] for _, m in result.history]
+    assert len(losses) == 3 and all(4.0 < loss < 7.0 for loss in losses), losses  # ~ln(384) = 5.95 at init
+    data.TaskRegistry.remove("test_c4_local")

@@ -58,8 +58,15 @@ def tf_examples(pages: Sequence[dict]) -> list[bytes]:
     ]
 
 
+C4_DIR_ENV = "MESH_T5_C4_DIR"
+
+
 def read_info(directory: str) -> dict:
     """Returns the c4_info.json of a finished `mesh-t5 c4` run (UserError if there is none)."""
+    if not directory:
+        raise UserError(
+            f"no C4 directory: set {C4_DIR_ENV}=DIR, the output of `mesh-t5 c4 --input=... --output=DIR`"
+        )
     path = os.path.join(directory, INFO_FILE)
     if not os.path.exists(path):
         raise UserError(
