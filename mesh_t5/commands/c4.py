@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import os
 import sys
 from importlib import resources
+from typing import Any
 
 from mesh_t5.errors import UserError
 
@@ -87,7 +89,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _quiet_logs() -> None:
+def quiet_logs() -> None:
     """Our warnings (skipped files and records) one line each on stderr; Beam's and TF's start-up chatter off."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     ours = logging.getLogger("mesh_t5.c4")
@@ -101,17 +103,30 @@ def _quiet_logs() -> None:
     logging.getLogger().setLevel(logging.ERROR)
 
 
-def main(argv: list[str]) -> int:
-    args, beam_args = _parser().parse_known_args(argv)
-    _quiet_logs()
+def import_beam_module(name: str, command: str) -> Any:
+    """Imports mesh_t5.data.`name`; without the [c4] extra installed, one line saying to install it."""
     try:
-        from mesh_t5.data import c4_beam
+        return importlib.import_module(f"mesh_t5.data.{name}")
     except ModuleNotFoundError as e:
         raise UserError(
-            f"`mesh-t5 c4` needs the c4 extra ({e.name} is missing): pip install 'mesh_t5[c4]'"
+            f"`mesh-t5 {command}` needs the c4 extra ({e.name} is missing): pip install 'mesh_t5[c4]'"
         ) from None
-    if not any(a.startswith("--runner") for a in beam_args):
-        beam_args = ["--runner=DirectRunner", *beam_args]
+
+
+def with_default_runner(beam_args: list[str]) -> list[str]:
+    """The Beam options, with the DirectRunner unless a --runner is given."""
+    return (
+        beam_args
+        if any(a.startswith("--runner") for a in beam_args)
+        else ["--runner=DirectRunner", *beam_args]
+    )
+
+
+def main(argv: list[str]) -> int:
+    args, beam_args = _parser().parse_known_args(argv)
+    quiet_logs()
+    c4_beam = import_beam_module("c4_beam", "c4")
+    beam_args = with_default_runner(beam_args)
     options = c4_beam.C4Options(
         language=args.language,
         min_language_probability=args.min_language_probability,

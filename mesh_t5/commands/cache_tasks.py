@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from mesh_t5.commands.c4 import _quiet_logs
+from mesh_t5.commands.c4 import import_beam_module, quiet_logs, with_default_runner
 from mesh_t5.commands.tasks import import_modules
 from mesh_t5.errors import UserError
 
@@ -24,16 +24,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args, beam_args = _parser().parse_known_args(argv)
-    _quiet_logs()
+    quiet_logs()
     import_modules(args.module)
-    try:
-        from mesh_t5.data import cache_beam
-    except ModuleNotFoundError as e:
-        raise UserError(
-            f"`mesh-t5 cache_tasks` needs the c4 extra ({e.name} is missing): pip install 'mesh_t5[c4]'"
-        ) from None
-    if not any(a.startswith("--runner") for a in beam_args):
-        beam_args = ["--runner=DirectRunner", *beam_args]
+    cache_beam = import_beam_module("cache_beam", "cache_tasks")
+    beam_args = with_default_runner(beam_args)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     if not names:
         raise UserError("--tasks is empty; give task names separated by commas")

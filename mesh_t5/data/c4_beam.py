@@ -144,14 +144,27 @@ def newest_page(item: tuple[str, Iterable[dict]]) -> dict:
     return max(pages, key=lambda p: (p["timestamp"], p["text"], p["url"]))
 
 
-class CleanPageFn(beam.DoFn):
-    """page -> the page with `c4_filters.clean_page` applied, or nothing."""
+class _PageFn(beam.DoFn):
+    """A step over pages that splits sentences (Punkt, loaded once per worker in `setup`)."""
 
     def __init__(self, options: C4Options):
         self.options = options
 
     def setup(self) -> None:
         self.split = sentence_splitter(self.options.language)
+
+    def finish(self, page: dict, lines: list[str]) -> Iterator[dict]:
+        """Yields the page with `lines` as its text unless empty or under the sentence minimum (counted)."""
+        counts: collections.Counter = collections.Counter()
+        text = c4_filters.finish_deduped(lines, self.options.min_num_sentences, counts, self.split)
+        for name, n in counts.items():
+            inc(name, n)
+        if text is not None:
+            yield {**page, "text": text}
+
+
+class CleanPageFn(_PageFn):
+    """page -> the page with `c4_filters.clean_page` applied, or nothing."""
 
     def process(self, page: dict) -> Iterator[dict]:
         counts: collections.Counter = collections.Counter()
@@ -171,14 +184,8 @@ class CleanPageFn(beam.DoFn):
             yield {**page, "text": text}
 
 
-class SpanWindowsFn(beam.DoFn):
+class SpanWindowsFn(_PageFn):
     """page -> (window key, (url rank, url, window start)) for each span window of the page."""
-
-    def __init__(self, options: C4Options):
-        self.options = options
-
-    def setup(self) -> None:
-        self.split = sentence_splitter(self.options.language)
 
     def process(self, page: dict) -> Iterator[tuple[str, tuple[str, str, int]]]:
         _, windows = c4_filters.sentence_windows(page["text"], self.options.span_sentences, self.split)
@@ -194,14 +201,8 @@ def losing_copies(item: tuple[str, Iterable[tuple[str, str, int]]]) -> Iterator[
         yield url, start
 
 
-class DropSpansFn(beam.DoFn):
+class DropSpansFn(_PageFn):
     """(url, {"page": [page], "drop": [window starts]}) -> the page without the dropped windows."""
-
-    def __init__(self, options: C4Options):
-        self.options = options
-
-    def setup(self) -> None:
-        self.split = sentence_splitter(self.options.language)
 
     def process(self, item: tuple[str, dict]) -> Iterator[dict]:
         (page,) = item[1]["page"]
@@ -212,14 +213,7 @@ class DropSpansFn(beam.DoFn):
         lines, windows = c4_filters.sentence_windows(page["text"], self.options.span_sentences, self.split)
         drop = {pos for start, (_, window) in enumerate(windows) if start in drops for pos in window}
         inc("filtered-sentences-span_duplicate", len(drop))
-        counts: collections.Counter = collections.Counter()
-        text = c4_filters.finish_deduped(
-            c4_filters.remove_sentences(lines, drop), self.options.min_num_sentences, counts, self.split
-        )
-        for name, n in counts.items():
-            inc(name, n)
-        if text is not None:
-            yield {**page, "text": text}
+        yield from self.finish(page, c4_filters.remove_sentences(lines, drop))
 
 
 def page_lines(page: dict) -> Iterator[tuple[str, tuple[str, str]]]:
@@ -235,14 +229,8 @@ def kept_line(item: tuple[str, Iterable[tuple[str, str]]]) -> tuple[str, str]:
     return min(copies)[1], key
 
 
-class KeepLinesFn(beam.DoFn):
+class KeepLinesFn(_PageFn):
     """(url, {"page": [page], "keep": [line keys]}) -> the page with only its kept lines (TFDS semantics)."""
-
-    def __init__(self, options: C4Options):
-        self.options = options
-
-    def setup(self) -> None:
-        self.split = sentence_splitter(self.options.language)
 
     def process(self, item: tuple[str, dict]) -> Iterator[dict]:
         (page,) = item[1]["page"]
@@ -256,12 +244,7 @@ class KeepLinesFn(beam.DoFn):
             else:
                 lines.append(line)
                 seen.add(key)
-        counts: collections.Counter = collections.Counter()
-        text = c4_filters.finish_deduped(lines, self.options.min_num_sentences, counts, self.split)
-        for name, n in counts.items():
-            inc(name, n)
-        if text is not None:
-            yield {**page, "text": text}
+        yield from self.finish(page, lines)
 
 
 class LanguageFn(beam.DoFn):
@@ -414,11 +397,11 @@ def match_files(pattern: str) -> list[str]:
     return files
 
 
-def query_counters(result: Any) -> dict[str, int]:
-    """Returns {counter name: value} of the namespace "c4" from a finished pipeline result."""
+def query_counters(result: Any, namespace: str = NAMESPACE) -> dict[str, int]:
+    """Returns {counter name: value} of `namespace` from a finished pipeline result."""
     out: dict[str, int] = {}
     for c in result.metrics().query()["counters"]:
-        if c.key.metric.namespace == NAMESPACE:
+        if c.key.metric.namespace == namespace:
             value = c.committed if c.committed is not None else c.attempted
             out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value)
     return dict(sorted(out.items()))

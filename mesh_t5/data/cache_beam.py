@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from mesh_t5.data import cache
+from mesh_t5.data.c4_beam import query_counters
 from mesh_t5.errors import UserError
 
 NAMESPACE = "cache_tasks"
@@ -107,7 +108,7 @@ def run(
                 | "SpreadShards" >> beam.Reshuffle()
                 | "CacheShards" >> beam.ParDo(CacheShardFn(modules, staging))
             )
-        counters = _counters(pipeline.result)
+        counters = query_counters(pipeline.result, NAMESPACE)
         infos = {t.name: _info(t, fingerprints[t.name], counters, num_shards) for t in tasks}
         if not FileSystems.exists(output):
             FileSystems.mkdirs(output)
@@ -125,15 +126,6 @@ def run(
         if FileSystems.exists(staging):
             FileSystems.delete([staging])
     return infos
-
-
-def _counters(result: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for c in result.metrics().query()["counters"]:
-        if c.key.metric.namespace == NAMESPACE:
-            value = c.committed if c.committed is not None else c.attempted
-            out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value)
-    return out
 
 
 def _info(task: Any, fingerprint: str, counters: dict[str, int], num_shards: int) -> dict:
