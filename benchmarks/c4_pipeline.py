@@ -111,6 +111,13 @@ def main() -> None:
     for _, _, t in pages:
         list(language.process({"text": t}))
     langdetect_cpu = cpu_seconds() - c0
+    langid = c4_beam.LanguageFn("en", 0.99, "py3langid")
+    langid.setup()
+    list(langid.process({"text": pages[0][2]}))
+    c0 = cpu_seconds()
+    for _, _, t in pages:
+        list(langid.process({"text": t}))
+    langid_cpu = cpu_seconds() - c0
 
     beam_args = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
     c0, w0 = cpu_seconds(), time.perf_counter()

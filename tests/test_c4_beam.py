@@ -256,3 +256,19 @@ def test_output_trains_a_tiny_model_with_span_corruption(built, tmp_path):
     losses = [m["loss"] for _, m in result.history]
     assert len(losses) == 3 and all(4.0 < loss < 7.0 for loss in losses), losses  # ~ln(384) = 5.95 at init
     data.TaskRegistry.remove("test_c4_local")
+
+
+@pytest.mark.parametrize("detector", ["langdetect", "py3langid"])
+def test_language_detectors_keep_english_only(detector):
+    from mesh_t5.data.c4_beam import LanguageFn
+
+    fn = LanguageFn("en", 0.99, detector)
+    fn.setup()
+    english = (
+        "The library opened its new reading room last spring, and since then the number of visitors has "
+        "doubled. Children come after school to do their homework, while older readers prefer the quiet "
+        "mornings. The staff plan to extend the opening hours in the summer."
+    )
+    french = "Le renard brun rapide saute par-dessus le chien paresseux. Il fait très beau aujourd'hui dans le parc."
+    assert list(fn.process({"text": english})) == [{"text": english}]
+    assert list(fn.process({"text": GERMAN})) == [] and list(fn.process({"text": french})) == []

