@@ -143,6 +143,7 @@ def main() -> None:
     print(
         f"langdetect alone (LanguageFn):                   {len(pages) / langdetect_cpu:.1f} pages/s per core"
     )
+    print(f"py3langid alone (--language_detector=py3langid): {len(pages) / langid_cpu:.1f} pages/s per core")
     print(
         f"ratio (ours / TFDS clean_page): whole job {ours_rate / tfds_rate:.3f}, "
         f"cleaning alone {tfds_cpu / ours_clean_cpu:.3f}"
