@@ -1,7 +1,7 @@
 """C4 pipeline speed: pages/s per core of `mesh-t5 c4` on the DirectRunner (one worker, in memory) against
 TFDS's `c4_utils.clean_page` in a plain Python loop over the same pages, and the CPU-hours per TB it implies.
 
-    PYTHONPATH=. python benchmarks/c4_pipeline.py --pages=4000
+    PYTHONPATH=. python benchmarks/c4_pipeline.py --pages=2000 [--language_detector=py3langid]
 
 The pages are synthetic English (seeded): 30 lines each, of which a third are boilerplate the rules drop
 (menus, short lines, cookie notices), so every step has work. CPU time is the process's own (user + sys),
@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -60,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=4000)
     parser.add_argument("--files", type=int, default=4)
+    parser.add_argument("--language_detector", default="langdetect", choices=("langdetect", "py3langid"))
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -121,7 +123,12 @@ def main() -> None:
 
     beam_args = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
     c0, w0 = cpu_seconds(), time.perf_counter()
-    counters = c4_beam.run(f"{tmp}/*.wet.gz", f"{tmp}/out", c4_beam.C4Options(), beam_args)
+    counters = c4_beam.run(
+        f"{tmp}/*.wet.gz",
+        f"{tmp}/out",
+        c4_beam.C4Options(language_detector=args.language_detector),
+        beam_args,
+    )
     beam_cpu, beam_wall = cpu_seconds() - c0, time.perf_counter() - w0
 
     ours_rate, tfds_rate = len(pages) / beam_cpu, len(pages) / tfds_cpu
@@ -153,6 +160,7 @@ def main() -> None:
         f"clean_page alone {pages_per_tb / tfds_rate / 3600:.0f} (dolma reports ~122 for a C4-like pipeline)"
     )
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", file=sys.stderr)
+    shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

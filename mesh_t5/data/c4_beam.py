@@ -263,9 +263,9 @@ class LanguageFn(beam.DoFn):
 
     def __init__(self, language: str, min_probability: float, detector: str = "langdetect"):
         self.language, self.min_probability, self.detector = language, min_probability, detector
+        self.identifier: Any = None  # py3langid's model, loaded by setup() on the worker
 
     def setup(self) -> None:
-        self.identifier = None
         if self.detector == "py3langid":
             from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
