@@ -498,7 +498,8 @@ def _finish(
             os.rmdir(output)  # empty (checked before the run)
         os.rename(staging, output)
     else:
-        FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
+        if not FileSystems.exists(output):
+            FileSystems.mkdirs(output)
         FileSystems.rename(names, [FileSystems.join(output, n.rsplit("/", 1)[-1]) for n in names])
         FileSystems.delete([staging])
     # The info file comes last: a reader that finds it finds every shard.
