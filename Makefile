@@ -18,10 +18,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # Test install: torch's CPU build first (pinned: an unpinned torch pulls a multi-GB CUDA
-# build), then the [compare] and [dev] extras.
+# build), then the [compare], [dev] and [c4] extras.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[compare,dev]"
+	$(BIN)/pip install --quiet -e ".[compare,dev,c4]"
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed

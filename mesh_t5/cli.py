@@ -22,7 +22,8 @@ COMMANDS = {
     "plan": "per-device memory of a model on a mesh, without allocating it",
     "tasks": "list the registered tasks and mixtures",
     "experiments": "the paper's Tables 1-14 as named configurations (mesh-t5 train --experiment=NAME)",
-    "c4": "the C4 cleaning pipeline (Apache Beam)",
+    "c4": "build a C4-style corpus from Common Crawl WET files (Apache Beam)",
+    "cache_tasks": "run tasks' deterministic preprocessing once into a cache (Apache Beam)",
     "demo": "pre-train, fine-tune, evaluate, decode and export a small T5, offline",
 }
 

@@ -15,28 +15,36 @@ def clean(text, **kw):
 
 def test_keeps_only_lines_ending_in_terminal_marks():
     page = "\n".join(
-        [GOOD, "A heading without a mark", 'He said "it works."', "Is this a question?", "Wait for it..."]
+        [
+            GOOD,
+            "A heading without a mark",
+            'And then he said "it works."',
+            "Is this a real question?",
+            "Wait for it, wait for it...",
+        ]
     )
     out, counters = clean(page)
-    assert out == "\n".join([GOOD, 'He said "it works."', "Is this a question?"])
+    assert out == "\n".join([GOOD, 'And then he said "it works."', "Is this a real question?"])
     assert counters["lines-no-endmark"] == 2  # the heading and the ellipsis
     assert counters["lines-valid"] == 3
 
 
-def test_min_words_per_line_is_three_by_default():
-    out, counters = clean("Two words.\nThree words here.\n  Strip the spaces too.  ")
-    assert out == "Three words here.\nStrip the spaces too."
+def test_min_words_per_line_is_five_by_default():
+    out, counters = clean("Four words are here.\nFive words are here now.\n  Strip the spaces here too.  ")
+    assert out == "Five words are here now.\nStrip the spaces here too."
     assert counters["lines-too-short"] == 1
     out, _ = clean("Three words here.\nFour words are here.", min_words_per_line=4)
     assert out == "Four words are here."
 
 
 def test_page_dropped_with_too_few_sentences_after_cleaning():
-    page = "One sentence here. Two sentences here.\nThree sentences in all here.\nno end mark here"
-    assert clean(page, min_num_sentences=3)[0] is not None
+    page = "One sentence is here. Two sentences are here.\nThree sentences in all here.\nno end mark here"
+    assert c4.clean_page(page) is not None  # 3 sentences: the default minimum
     out, counters = clean(page, min_num_sentences=4)
     assert out is None and counters["filtered-page-toofewsentences"] == 1
-    assert c4.MIN_NUM_SENTENCES == 5 and c4.MIN_WORDS_PER_LINE == 3  # the paper's values
+    assert c4.clean_page(page.replace("Two sentences are here.", "")) is None
+    # The paper's values and TFDS c4_utils' (_MIN_WORDS_PER_LINE = 5, _MIN_NUM_SENTENCES = 3).
+    assert c4.MIN_NUM_SENTENCES == 3 and c4.MIN_WORDS_PER_LINE == 5
 
 
 def test_javascript_and_policy_lines_dropped_page_kept():
@@ -44,7 +52,7 @@ def test_javascript_and_policy_lines_dropped_page_kept():
         [
             GOOD,
             "Please enable JavaScript to view this page.",
-            "Read our Privacy Policy today.",
+            "Please read our Privacy Policy today.",
             GOOD + " Yes.",
         ]
     )
@@ -60,14 +68,15 @@ def test_lorem_ipsum_curly_bracket_and_badwords_drop_the_whole_page():
     # A curly bracket on a line already dropped for another reason does not drop the page (C4's order).
     assert clean(GOOD + "\n{ not a sentence")[0] == GOOD
     regex = c4.compile_badwords(["darn"])
-    assert clean("Well darn it all.\n" + GOOD, badwords_regex=regex)[0] is None
-    assert clean("The darnest thing ever.\n" + GOOD, badwords_regex=regex)[0] is not None  # whole words only
+    assert clean("Well darn it all, friend.\n" + GOOD, badwords_regex=regex)[0] is None
+    assert clean("Darn, that went well today.\n" + GOOD, badwords_regex=regex)[0] is None  # at the start too
+    assert clean("The darnest thing ever seen.\n" + GOOD, badwords_regex=regex)[0] is not None  # whole words
     assert c4.compile_badwords([]) is None
 
 
 def test_citations_removed_and_too_long_words_drop_the_line():
-    out, _ = clean("The sky is blue.[1] It is [edit] known.[citation needed]")
-    assert out == "The sky is blue. It is  known."
+    out, _ = clean("The sky is blue.[1] It is [edit] widely known.[citation needed]")
+    assert out == "The sky is blue. It is  widely known."
     out, counters = clean(GOOD + "\nA " + "x" * 1001 + " word here.")
     assert out == GOOD and counters["lines-with-too-long-word"] == 1
 

@@ -6,14 +6,15 @@ string whose lines are separated by newlines (a web page's lines in C4; a docstr
 paragraphs in the demo). Counters, when given, use the TFDS counter names so both
 pipelines report the same statistics.
 
-Rules, with the values of the paper (TFDS's first release used 5 words / 3 sentences):
+Rules, with the values of the paper and of TFDS's `c4_utils` (`_MIN_WORDS_PER_LINE = 5`,
+`_MIN_NUM_SENTENCES = 3`, the code that made the released C4):
 - a line is kept only if it ends in a terminal mark (. ? ! ") and not in an ellipsis;
-- a line with fewer than `min_words_per_line` (3) words is dropped;
+- a line with fewer than `min_words_per_line` (5) words is dropped;
 - a line with a word longer than `max_word_length` (1000) characters is dropped;
 - citation markers ([1], [edit], [citation needed]) are removed from lines;
 - a line mentioning "javascript" or a cookie/privacy/terms policy is dropped;
 - a page containing "lorem ipsum", a curly bracket, or a word of a bad-word list is dropped;
-- a page with fewer than `min_num_sentences` (5) sentences after cleaning is dropped;
+- a page with fewer than `min_num_sentences` (3) sentences after cleaning is dropped;
 - duplicates: C4 keeps one copy of every repeated line (TFDS) and the paper describes
   keeping one copy of every repeated three-sentence span; both are here.
 """
@@ -23,10 +24,10 @@ from __future__ import annotations
 import collections
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-MIN_WORDS_PER_LINE = 3
-MIN_NUM_SENTENCES = 5
+MIN_WORDS_PER_LINE = 5
+MIN_NUM_SENTENCES = 3
 MAX_WORD_LENGTH = 1000
 MAX_PAGE_LENGTH = 190_000  # characters; TFDS `is_valid_length`
 END_MARKS = (".", "?", "!", '"')
@@ -70,11 +71,15 @@ def split_sentences(text: str) -> list[str]:
 
 
 def compile_badwords(badwords: Iterable[str]) -> re.Pattern[str] | None:
-    """Returns a regex matching any bad word standing on its own (TFDS's `[^a-z](w)[^a-z]`)."""
+    """Returns a regex matching any bad word flanked by non-word characters (TFDS c4 3.1's regex).
+
+    Search it in the lower-cased text. TFDS before 3.1 used `[^a-z](w)[^a-z]` unescaped, which
+    missed a bad word at the very start or end of a line.
+    """
     words = sorted({w.strip().lower() for w in badwords if w.strip()})
     if not words:
         return None
-    return re.compile(r"(?:^|[^a-z])(" + "|".join(map(re.escape, words)) + r")(?:$|[^a-z])")
+    return re.compile(r"(?:\W|^)(" + "|".join(map(re.escape, words)) + r")(?:\W|$)")
 
 
 def has_too_long_word(line: str, max_word_length: int = MAX_WORD_LENGTH) -> bool:
@@ -88,12 +93,19 @@ def clean_page(
     min_words_per_line: int = MIN_WORDS_PER_LINE,
     min_num_sentences: int = MIN_NUM_SENTENCES,
     max_word_length: int = MAX_WORD_LENGTH,
+    max_page_length: int | None = MAX_PAGE_LENGTH,
     badwords_regex: re.Pattern[str] | None = None,
+    sentence_splitter: Callable[[str], list[str]] | None = None,
     counters: Counters | None = None,
 ) -> str | None:
-    """Returns the page with C4's line filters applied, or None if C4 drops the whole page."""
+    """Returns the page with C4's line filters applied, or None if C4 drops the whole page.
+
+    `sentence_splitter` counts sentences (default `split_sentences`; the Beam pipeline passes
+    Punkt, as TFDS); `max_page_length=None` leaves the length to an earlier step.
+    """
     count = counters if counters is not None else collections.Counter()
-    if len(text) > MAX_PAGE_LENGTH:
+    splitter = sentence_splitter or split_sentences
+    if max_page_length is not None and len(text) > max_page_length:
         count["filtered-page-contenttoolong"] += 1
         return None
     valid_lines: list[str] = []
@@ -126,7 +138,7 @@ def clean_page(
         if badwords_regex is not None and badwords_regex.search(lower):
             count["filtered-page-badword"] += 1
             return None
-        num_sentences += len(split_sentences(line))
+        num_sentences += len(splitter(line))
         valid_lines.append(line)
         count["lines-valid"] += 1
     if num_sentences < min_num_sentences:
@@ -168,8 +180,35 @@ def dedupe_lines(
                 kept.append(line)
                 local.add(key)
         seen |= local
-        out.append(_finish_deduped(kept, min_num_sentences, count))
+        out.append(finish_deduped(kept, min_num_sentences, count))
     return out
+
+
+def sentence_windows(
+    page: str, span: int = DEDUPE_SPAN_SENTENCES, sentence_splitter: Callable[[str], list[str]] | None = None
+) -> tuple[list[list[str]], list[tuple[str, list[tuple[int, int]]]]]:
+    """Returns (the sentences of each line, [(dedupe key, [(line, sentence) of the window])]).
+
+    Windows are `span` consecutive sentences of the page, crossing line boundaries; the key is
+    `hash_text` of the window's sentences joined by a space.
+    """
+    splitter = sentence_splitter or split_sentences
+    lines = [splitter(line) for line in page.split("\n")]
+    flat = [(i, j) for i, sentences in enumerate(lines) for j in range(len(sentences))]
+    windows = []
+    for start in range(len(flat) - span + 1):
+        window = flat[start : start + span]
+        windows.append((hash_text(" ".join(lines[i][j] for i, j in window)), window))
+    return lines, windows
+
+
+def remove_sentences(lines: list[list[str]], drop: set[tuple[int, int]]) -> list[str]:
+    """Returns the non-empty lines left after removing the (line, sentence) positions in `drop`."""
+    kept = [
+        " ".join(s for j, s in enumerate(sentences) if (i, j) not in drop)
+        for i, sentences in enumerate(lines)
+    ]
+    return [k for k in kept if k]
 
 
 def dedupe_sentence_spans(
@@ -177,6 +216,7 @@ def dedupe_sentence_spans(
     *,
     span: int = DEDUPE_SPAN_SENTENCES,
     min_num_sentences: int = MIN_NUM_SENTENCES,
+    sentence_splitter: Callable[[str], list[str]] | None = None,
     counters: Counters | None = None,
 ) -> list[str | None]:
     """Returns the pages with all but the first copy of any repeated `span`-sentence window removed.
@@ -189,31 +229,31 @@ def dedupe_sentence_spans(
     seen: set[str] = set()
     out: list[str | None] = []
     for page in pages:
-        lines = [split_sentences(line) for line in page.split("\n")]
-        flat = [(i, j) for i, sentences in enumerate(lines) for j in range(len(sentences))]
+        lines, windows = sentence_windows(page, span, sentence_splitter)
         drop: set[tuple[int, int]] = set()
-        for start in range(len(flat) - span + 1):
-            window = flat[start : start + span]
-            key = hash_text(" ".join(lines[i][j] for i, j in window))
+        for key, window in windows:
             if key in seen:
                 drop.update(window)
             else:
                 seen.add(key)
         count["filtered-sentences-span_duplicate"] += len(drop)
-        kept = [
-            " ".join(s for j, s in enumerate(sentences) if (i, j) not in drop)
-            for i, sentences in enumerate(lines)
-        ]
-        out.append(_finish_deduped([k for k in kept if k], min_num_sentences, count))
+        kept = remove_sentences(lines, drop)
+        out.append(finish_deduped(kept, min_num_sentences, count, sentence_splitter))
     return out
 
 
-def _finish_deduped(lines: list[str], min_num_sentences: int, count: Counters) -> str | None:
+def finish_deduped(
+    lines: list[str],
+    min_num_sentences: int,
+    count: Counters,
+    sentence_splitter: Callable[[str], list[str]] | None = None,
+) -> str | None:
+    """Returns the deduplicated page's text, or None (counted) if empty or under `min_num_sentences`."""
     text = "\n".join(lines)
     if not text:
         count["filtered-deduped_page-empty"] += 1
         return None
-    if min_num_sentences and len(split_sentences(text)) < min_num_sentences:
+    if min_num_sentences and len((sentence_splitter or split_sentences)(text)) < min_num_sentences:
         count["filtered-deduped_page-toofewsentences"] += 1
         return None
     return text

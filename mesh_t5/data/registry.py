@@ -170,16 +170,26 @@ class Task:
         return MapStage(upstream, apply)
 
     def _build(
-        self, split, *, seq_len, shuffle, seed, shard_index, num_shards, num_epochs, upto_tokenize=False
-    ):
+        self, split, *, seq_len, shuffle, seed, shard_index, num_shards, num_epochs, upto_tokenize=False,
+        use_cached=False,
+    ):  # fmt: skip
         limit = None
         if self.source.max_tokens is not None and not upto_tokenize:
             limit, last_len = self._repeat_limit(split)
+        source, first_stage = self.source, 0
+        if use_cached:  # the cache holds the output of the stages up to tokenize (mesh_t5.data.cache)
+            from mesh_t5.data import cache
+
+            source, first_stage = cache.cached_source(self), cache.tokenize_stage(self) + 1
         chain: Stream = SourceStream(
-            self.source, split, name=self.name, shuffle=shuffle, seed=seed, shard_index=shard_index,
+            source, split, name=self.name, shuffle=shuffle, seed=seed, shard_index=shard_index,
             num_shards=num_shards, num_epochs=num_epochs, shuffle_buffer_size=self.shuffle_buffer_size, limit=limit,
         )  # fmt: skip
+        if use_cached:
+            chain = MapStage(chain, cache.drop_placeholders)
         for stage, p in enumerate(self.preprocessors):
+            if stage < first_stage:
+                continue
             if isinstance(p, StreamPreprocessor):
                 chain = p.stream(chain, Context(self, split, seed, stage, (), seq_len))
             else:
@@ -272,10 +282,12 @@ class Task:
         shard_index: int = 0,
         num_shards: int = 1,
         num_epochs: int | None = 1,
+        use_cached: bool = False,
     ) -> TaskIterator:
         """Returns an iterator over the split's examples: int32 arrays per output feature plus
         "<feature>_pretokenized" strings when they exist; features longer than `sequence_length`
-        are truncated (counted in `task.stats`, warned once)."""
+        are truncated (counted in `task.stats`, warned once). `use_cached`: read the preprocessing up
+        to tokenize from the task's cache (`mesh-t5 cache_tasks`; a missing or stale one is an error)."""
         try:
             self.source.check_split(split)
         except UserError as e:
@@ -284,7 +296,7 @@ class Task:
             raise UserError(f"shard_index={shard_index} must be in [0, num_shards={num_shards})")
         chain = self._build(
             split, seq_len=sequence_length, shuffle=shuffle, seed=seed, shard_index=shard_index,
-            num_shards=num_shards, num_epochs=num_epochs,
+            num_shards=num_shards, num_epochs=num_epochs, use_cached=use_cached,
         )  # fmt: skip
         return TaskIterator(self, chain)
 

@@ -1,0 +1,224 @@
+"""Cached tasks (seqio's `cache_tasks_main` idea): a task's deterministic preprocessing, stored once.
+
+`mesh-t5 cache_tasks` runs, for every split, a task's preprocessors up to and including `tokenize`
+(formatting, tokenization: no randomness) and stores the examples; `task.get_dataset(split,
+use_cached=True)` reads them back and runs only the preprocessors after `tokenize` (the random
+objective stays online, seeded as before), so it gives exactly the uncached task's examples.
+
+```
+DIR/<task>/<split>-00000-of-00004.jsonl.gz   one JSON object a line: {"index": source index, "example": {...}};
+                                             shard s holds the source indices i with i % num_shards == s, in order
+DIR/<task>/cache_info.json                   fingerprint, per split: examples, source examples, shards, tokens
+DIR/<task>/COMPLETED                         written last; a cache without it is refused
+```
+
+The fingerprint hashes the task's source description, the cached preprocessors (names, code, the
+values they close over) and the output features' vocabularies: change one and the cache is stale,
+refused with one line. Examples dropped by a cached preprocessor leave a gap in the indices, so
+the random objective, keyed by source index, draws the same numbers with and without the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import json
+import os
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from mesh_t5.data.sources import Source, _shard
+from mesh_t5.errors import UserError
+
+INFO_FILE = "cache_info.json"
+COMPLETED = "COMPLETED"
+CACHE_DIRS_ENV = "MESH_T5_CACHE_DIRS"  # colon-separated directories searched for <task>/ caches
+_cache_dirs: list[str] = []
+
+
+def add_cache_dirs(*directories: str) -> None:
+    """Adds directories searched for task caches (besides $MESH_T5_CACHE_DIRS)."""
+    _cache_dirs.extend(os.fspath(d) for d in directories)
+
+
+def cache_dirs() -> list[str]:
+    env = [d for d in os.environ.get(CACHE_DIRS_ENV, "").split(":") if d]
+    return [*_cache_dirs, *env]
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    return f"{split}-{index:05d}-of-{num_shards:05d}.jsonl.gz"
+
+
+def tokenize_stage(task: Any) -> int:
+    """Returns the position of the task's `tokenize` preprocessor (what the cache stores up to)."""
+    from mesh_t5.data.registry import StreamPreprocessor
+
+    for stage, p in enumerate(task.preprocessors):
+        if isinstance(p, StreamPreprocessor):
+            break
+        if getattr(p, "is_tokenize", False):
+            if task.source.max_tokens is not None:
+                break
+            return stage
+    raise UserError(
+        f"task {task.name!r} cannot be cached: it needs a `tokenize` preprocessor preceded only by "
+        "per-example preprocessors, and no max_tokens on its source"
+    )
+
+
+def _value_digest(value: Any, depth: int = 0) -> str:
+    """A stable description of a value a preprocessor closes over (functions by their code)."""
+    if depth > 6:
+        return "..."
+    if isinstance(value, str | int | float | bool | type(None) | bytes):
+        return repr(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(map(repr, value)) if isinstance(value, set | frozenset) else value
+        return f"{type(value).__name__}(" + ",".join(_value_digest(v, depth + 1) for v in items) + ")"
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(f"{k!r}:{_value_digest(v, depth + 1)}" for k, v in sorted(value.items(), key=repr))
+            + "}"
+        )
+    if isinstance(value, functools.partial):
+        return f"partial({_value_digest(value.func, depth + 1)},{_value_digest(value.args, depth + 1)},{_value_digest(value.keywords, depth + 1)})"
+    if isinstance(value, types.FunctionType):
+        cells = [c.cell_contents for c in value.__closure__ or () if c.cell_contents is not value]
+        return f"fn({value.__qualname__},{_code_digest(value.__code__)},{_value_digest(cells, depth + 1)})"
+    from mesh_t5.vocab import Vocabulary
+
+    if isinstance(value, Vocabulary):
+        return vocabulary_digest(value)
+    return type(value).__qualname__
+
+
+def _code_digest(code: types.CodeType) -> str:
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return hashlib.sha256(repr((code.co_code, consts, code.co_names)).encode()).hexdigest()[:16]
+
+
+def vocabulary_digest(vocab: Any) -> str:
+    """The vocabulary's type and identity (SentencePiece: the model bytes' md5), loading a lazy one."""
+    inner = vocab._get() if hasattr(vocab, "_get") else vocab
+    parts = [hashlib.md5(p).hexdigest() if isinstance(p, bytes) else repr(p) for p in inner._identity()]
+    return f"{type(inner).__name__}({','.join(parts)})"
+
+
+def fingerprint(task: Any) -> str:
+    """Returns the sha256 of what the cached examples depend on (see the module docstring)."""
+    stage = tokenize_stage(task)
+    parts = [task.name, *(task.source.describe(s) for s in task.splits)]
+    parts += [_value_digest(p) for p in task.preprocessors[: stage + 1]]
+    parts += [
+        f"{name}:{vocabulary_digest(f.vocabulary)}:{f.add_eos}" for name, f in task.output_features.items()
+    ]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()
+
+
+def to_json(example: dict) -> dict:
+    """An example as JSON values (numpy arrays -> lists, numpy scalars -> Python)."""
+    out = {}
+    for k, v in example.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def find_cache(task: Any) -> str:
+    """Returns the directory of the task's valid cache; UserError (one line) if none, incomplete or stale."""
+    candidates = [os.path.join(d, task.name) for d in cache_dirs()]
+    found = [c for c in candidates if os.path.isdir(c)]
+    if not found:
+        raise UserError(
+            f"task {task.name!r} has no cache in {cache_dirs() or 'no cache directory'}; run "
+            f"`mesh-t5 cache_tasks --tasks={task.name} --output=DIR` and add DIR (${CACHE_DIRS_ENV})"
+        )
+    directory = found[0]
+    if not os.path.exists(os.path.join(directory, COMPLETED)):
+        raise UserError(
+            f"the cache of task {task.name!r} in {directory!r} is incomplete (no {COMPLETED}); rebuild it"
+        )
+    with open(os.path.join(directory, INFO_FILE), encoding="utf-8") as f:
+        info = json.load(f)
+    if info["fingerprint"] != fingerprint(task):
+        raise UserError(
+            f"the cache of task {task.name!r} in {directory!r} is stale: the task's source, preprocessors "
+            "or vocabulary changed since it was built; rebuild it with `mesh-t5 cache_tasks`"
+        )
+    return directory
+
+
+DROPPED = "__dropped_by_a_cached_preprocessor__"
+
+
+def drop_placeholders(key: Any, example: dict) -> dict | None:
+    """The MapStage right after a cached source: removes the placeholders of dropped examples."""
+    return None if DROPPED in example else example
+
+
+class CachedSource(Source):
+    """A task's cached, tokenized examples, with a placeholder `{DROPPED: True}` at each source index a
+    cached preprocessor dropped: the placeholders take their places in the shuffle buffer (as the
+    dropped examples do without the cache) and `drop_placeholders` removes them after it."""
+
+    def __init__(self, directory: str, info: dict, features: Any):
+        super().__init__()
+        self.directory, self.info, self.features = directory, info, features
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.info["splits"])
+
+    def num_examples(self, split: str) -> int | None:
+        return int(self.info["splits"][split]["num_source_examples"])
+
+    def _all(self, split: str) -> Iterator[dict]:
+        n = int(self.info["splits"][split]["num_shards"])
+        with contextlib.ExitStack() as stack:
+            files = [
+                stack.enter_context(
+                    gzip.open(os.path.join(self.directory, shard_name(split, s, n)), "rt", encoding="utf-8")
+                )
+                for s in range(n)
+            ]
+
+            def read(s: int) -> dict | None:
+                line = next(files[s], None)
+                return json.loads(line) if line else None
+
+            pending = [read(s) for s in range(n)]  # the next record of each shard
+            for index in range(self.num_examples(split) or 0):
+                s = index % n
+                record = pending[s]
+                if record is None or record["index"] != index:
+                    yield {DROPPED: True}
+                    continue
+                pending[s] = read(s)
+                ex = record["example"]
+                for name in self.features:
+                    if name in ex:
+                        ex[name] = np.asarray(ex[name], dtype=np.int32)
+                yield ex
+
+    def iter_split(
+        self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
+    ) -> Iterator[dict]:
+        self.check_split(split)
+        return _shard(self._all(split), start, shard_index, num_shards)
+
+
+def cached_source(task: Any) -> CachedSource:
+    directory = find_cache(task)
+    with open(os.path.join(directory, INFO_FILE), encoding="utf-8") as f:
+        info = json.load(f)
+    return CachedSource(directory, info, task.output_features)
