@@ -365,7 +365,9 @@ class Mixture:
         if total <= 0 and split is not None:
             if split not in self._logged_equal:
                 self._logged_equal.add(split)
-                log.info("mixture %r: every task with a %r split has rate 0; mixing them equally", self.name, split)
+                log.info(
+                    "mixture %r: every task with a %r split has rate 0; mixing them equally", self.name, split
+                )
             raw, total = dict.fromkeys(raw, 1.0), float(len(raw))
         if total <= 0:
             raise UserError(f"mixture {self.name!r}: the mixing rates sum to {total}; give a positive rate")

@@ -4,11 +4,10 @@ named and formatted as T5 registers them (t5/data/tasks.py)."""
 from __future__ import annotations
 
 from mesh_t5.data import metrics
-from mesh_t5.data.objectives import OBJECTIVES, unsupervised_preprocessors
+from mesh_t5.data.objectives import OBJECTIVES, full_lm_preprocessors, unsupervised_preprocessors
 from mesh_t5.data.preprocessors import append_eos_after_trim, summarize, tokenize, translate
-from mesh_t5.data.registry import Feature
 from mesh_t5.tasks import text_formats as fmt
-from mesh_t5.tasks.common import DEFAULT_VOCABULARY, add_tfds_task, qa
+from mesh_t5.tasks.common import add_tfds_task, qa
 
 C4 = "c4/en:2.2.0"  # T5's version (the "v220" of the task names)
 C4_SPLITS = ("train", "validation")
@@ -24,11 +23,8 @@ for objective in OBJECTIVES:
 add_tfds_task("c4_v220_iid_denoising", C4, C4_SPLITS, unsupervised_preprocessors("iid_replace_spans"))
 add_tfds_task("c4_v020_unsupervised", C4, C4_SPLITS, unsupervised_preprocessors("span_corruption"))
 
-# Decoder-only language modeling on C4 (the paper's Table 2 LM baseline): targets only.
-add_tfds_task(
-    "c4_v220_lm", C4, C4_SPLITS, unsupervised_preprocessors("prefix_lm", noise_density=0.5),
-    output_features={"inputs": Feature(DEFAULT_VOCABULARY, required=False), "targets": Feature(DEFAULT_VOCABULARY)},
-)  # fmt: skip
+# Decoder-only language modeling on C4 (the paper's Table 2 LM baseline): the whole chunk is the targets.
+add_tfds_task("c4_v220_lm", C4, C4_SPLITS, full_lm_preprocessors())
 
 # SQuAD v1.1: punctuation padded as T5 ("question: A question ? context: Some context . "); the metric
 # is EM/F1 maximised over all reference answers.
