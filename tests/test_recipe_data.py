@@ -219,3 +219,11 @@ def test_c4_lm_trains_on_the_whole_chunk(mocked):
     batch = next(data.get_dataset("c4_v220_lm", {"targets": 32}, split="validation", batch_size=1,
                                   feature_converter="lm", pack=False, num_epochs=1))  # fmt: skip
     assert batch["decoder_loss_weights"].sum() == 32  # every token of the chunk is learned
+
+
+def test_a_repeated_split_whose_examples_are_all_dropped_is_an_error_not_a_hang():
+    source = FunctionSource(lambda split: [{"q": "a", "a": "b"}] * 3, splits=("train",))
+    task = data.Task("recipe_drop_all", source, [lambda ex, ctx: None, pp.tokenize], FEATURES)
+    with pytest.raises(UserError, match="dropped every example of split 'train' for a whole epoch"):
+        next(task.get_dataset("train", num_epochs=None))
+    assert list(task.get_dataset("train", num_epochs=1)) == []  # one pass: simply empty

@@ -150,9 +150,17 @@ class Task:
         return self.postprocess_fn(text, example=example, is_target=is_target)
 
     def _map_stage(
-        self, upstream: Stream, fn: Callable, stage: int, split: str, seed: int, seq_len: Any
+        self,
+        upstream: Stream,
+        fn: Callable,
+        stage: int,
+        split: str,
+        seed: int,
+        seq_len: Any,
+        epoch_keys: bool,
     ) -> Stream:
         name = _fn_name(fn)
+        last_kept_epoch = [-1]
 
         def apply(key: Key, ex: dict) -> dict | None:
             ctx = Context(self, split, seed, stage, key, seq_len)
@@ -165,6 +173,14 @@ class Task:
                 ) from None
             if out is None:
                 self.stats[f"dropped by {name}"] += 1
+                # Keys start with the epoch here: a whole epoch dropped would loop forever on a repeated split.
+                if epoch_keys and key and key[0] >= last_kept_epoch[0] + 2:
+                    raise UserError(
+                        f"task {self.name!r}: preprocessor {name} dropped every example of split {split!r} "
+                        "for a whole epoch; check the preprocessor against the data"
+                    )
+            elif epoch_keys and key:
+                last_kept_epoch[0] = key[0]
             return out
 
         return MapStage(upstream, apply)
@@ -179,11 +195,13 @@ class Task:
             self.source, split, name=self.name, shuffle=shuffle, seed=seed, shard_index=shard_index,
             num_shards=num_shards, num_epochs=num_epochs, shuffle_buffer_size=self.shuffle_buffer_size, limit=limit,
         )  # fmt: skip
+        epoch_keys = True  # the items' keys are (epoch, index, ...) until a stream preprocessor regroups them
         for stage, p in enumerate(self.preprocessors):
             if isinstance(p, StreamPreprocessor):
                 chain = p.stream(chain, Context(self, split, seed, stage, (), seq_len))
+                epoch_keys = False
             else:
-                chain = self._map_stage(chain, p, stage, split, seed, seq_len)
+                chain = self._map_stage(chain, p, stage, split, seed, seq_len, epoch_keys)
             if getattr(p, "is_tokenize", False):
                 if upto_tokenize:
                     return chain
