@@ -168,6 +168,7 @@ def evaluate(
     # Each process reads its slice of every batch (as in training); a short last batch is padded.
     shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
     tasks = _tasks_of(mixture_or_task_name, split)
+    per_task = isinstance(data.get_mixture_or_task(mixture_or_task_name), data.Mixture)
     totals: dict[str, float] = {}
     results: dict[str, float] = {}
     for task in tasks:
@@ -179,7 +180,7 @@ def evaluate(
         loss = evaluate_loss(
             params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches, totals
         )
-        if len(tasks) > 1:
+        if per_task:
             results[f"{task.name}/loss"] = loss["loss"]
         if decode and task.metric_fns and "inputs" in task.output_features:
             metrics, _ = evaluate_decoded(
