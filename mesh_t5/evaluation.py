@@ -21,7 +21,7 @@ def default_feature_converter(config: T5Config) -> str:
     return {"decoder_only": "lm", "prefix_lm": "prefix_lm"}.get(config.architecture, "enc_dec")
 
 
-def _dataset(name: str, lengths: Mapping[str, int], split: str, batch_size: int, **kwargs: Any) -> Any:
+def _dataset(name: Any, lengths: Mapping[str, int], split: str, batch_size: int, **kwargs: Any) -> Any:
 
     return data.get_dataset(
         mixture_or_task_name=name,
@@ -32,6 +32,15 @@ def _dataset(name: str, lengths: Mapping[str, int], split: str, batch_size: int,
     )
 
 
+def _loss_results(totals: Mapping[str, float]) -> dict[str, float]:
+    tokens = max(totals["weight_sum"], 1.0)
+    return {
+        "loss": totals["loss_sum"] / tokens,
+        "accuracy": totals["correct"] / tokens,
+        "tokens": totals["weight_sum"],
+    }
+
+
 def evaluate_loss(
     params: Any,
     batches: Any,
@@ -39,8 +48,11 @@ def evaluate_loss(
     batch_size: int,
     layout: layouts.Layout | None = None,
     max_batches: int | None = None,
+    totals: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Returns {"loss", "accuracy", "tokens"}: token-mean loss and accuracy over the batches."""
+    """Returns {"loss", "accuracy", "tokens"}: token-mean loss and accuracy over the batches (their
+    sums are also added to `totals`, to pool several tasks)."""
+    pooled = totals
     totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
@@ -50,18 +62,17 @@ def evaluate_loss(
         )
         for name in totals:
             totals[name] += float(sums[name])
-    tokens = max(totals["weight_sum"], 1.0)
-    return {
-        "loss": totals["loss_sum"] / tokens,
-        "accuracy": totals["correct"] / tokens,
-        "tokens": totals["weight_sum"],
-    }
+            if pooled is not None:
+                pooled[name] = pooled.get(name, 0.0) + float(sums[name])
+    return _loss_results(totals)
 
 
-def _tasks_of(name: str) -> list[Any]:
-
+def _tasks_of(name: str, split: str | None = None) -> list[Any]:
+    """Returns the task `name`, or the tasks of mixture `name` (those that have `split` when given)."""
     item = data.get_mixture_or_task(name)
-    return list(item.tasks) if hasattr(item, "tasks") else [item]
+    if not isinstance(item, data.Mixture):
+        return [item]
+    return item.tasks_with_split(split) if split is not None else list(item.tasks)
 
 
 def _strip(ids: np.ndarray, eos_id: int) -> list[int]:
@@ -90,10 +101,11 @@ def evaluate_decoded(
 
     Inputs are decoded greedily by default (beam_size=1, as the paper does for GLUE);
     both the decoded text and the pretokenized target go through the task's postprocessor.
+    A decoder-only model (lm, prefix_lm) continues the inputs as its prompt.
     """
-
     vocabulary = task.output_features["targets"].vocabulary
-    inputs_len, targets_len = task_feature_lengths["inputs"], task_feature_lengths["targets"]
+    targets_len = task_feature_lengths["targets"]
+    inputs_len = task_feature_lengths.get("inputs", targets_len)
     examples = []
 
     for example in data.eval_examples(task, split, task_feature_lengths):
@@ -144,30 +156,39 @@ def evaluate(
     eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]] | None = None,
     feature_converter: Any = None,
 ) -> dict[str, float]:
-    """Returns {"loss", "accuracy", "<task>/<metric>", ...} on the split of a task or mixture.
+    """Returns {"loss", "accuracy", "tokens", "<task>/<metric>", ...} on the split of a task or mixture.
 
-    The loss is over (unpacked) batches of the whole mixture; the metrics are per task, on
-    decoded predictions (greedy unless beam_size > 1). Decoder-only models get the loss only.
+    A mixture is evaluated task by task, as T5 does: every member task that has the split (the others
+    are left out, logged once) gives "<task>/loss" and its metrics on decoded predictions (greedy unless
+    beam_size > 1); "loss"/"accuracy" pool the tokens of all of them. `max_batches` and
+    `max_decode_examples` apply per task. Decoder-only models decode from the inputs as a prompt.
     """
     eval_step_fn = eval_step_fn or train_lib.make_eval_step(config, layout)
     feature_converter = feature_converter or default_feature_converter(config)
     # Each process reads its slice of every batch (as in training); a short last batch is padded.
     shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
-    batches = _dataset(
-        mixture_or_task_name, task_feature_lengths, split, batch_size // num_shards,
-        shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
-        feature_converter=feature_converter, pack=False, num_epochs=1,
-    )  # fmt: skip
-    results = evaluate_loss(params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches)
-    if decode and config.has_encoder:
-        for task in _tasks_of(mixture_or_task_name):
-            if not task.metric_fns or split not in task.splits:
-                continue
+    tasks = _tasks_of(mixture_or_task_name, split)
+    per_task = isinstance(data.get_mixture_or_task(mixture_or_task_name), data.Mixture)
+    totals: dict[str, float] = {}
+    results: dict[str, float] = {}
+    for task in tasks:
+        batches = _dataset(
+            task, task_feature_lengths, split, batch_size // num_shards,
+            shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
+            feature_converter=feature_converter, pack=False, num_epochs=1,
+        )  # fmt: skip
+        loss = evaluate_loss(
+            params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches, totals
+        )
+        if per_task:
+            results[f"{task.name}/loss"] = loss["loss"]
+        if decode and task.metric_fns and "inputs" in task.output_features:
             metrics, _ = evaluate_decoded(
                 params, config, task, split=split, task_feature_lengths=task_feature_lengths,
                 batch_size=batch_size, max_examples=max_decode_examples, beam_size=beam_size, layout=layout,
             )  # fmt: skip
             results.update({f"{task.name}/{k}": v for k, v in metrics.items()})
+    results.update(_loss_results(totals or {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}))
     return results
 
 

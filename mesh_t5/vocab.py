@@ -37,14 +37,16 @@ class Vocabulary:
     # --- subclasses implement these two plus `_base_vocab_size` ---
 
     def _until_eos(self, ids: Iterable[int]) -> list[int]:
-        """Returns the ids before the first EOS, PAD dropped (what decode renders)."""
+        """Returns the ids before the first EOS, PAD dropped (what decode renders); ids past the vocabulary
+        (a model's padded embedding rows, e.g. 32128 > 32100) become UNK, as in seqio."""
         kept: list[int] = []
+        size = self.vocab_size
         for t in ids:
             t = int(t)
             if t == self.eos_id:
                 break
             if t != self.pad_id:
-                kept.append(t)
+                kept.append(t if t < size else self.unk_id)
         return kept
 
     def _encode(self, text: str) -> list[int]:

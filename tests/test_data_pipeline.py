@@ -96,11 +96,10 @@ def test_packing_round_trip(kind):
     assert len(rows) < 60  # several examples per row
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     got = unpack(batch, kind)
-    key = (
-        (lambda e: (e["inputs"].tolist(), e["targets"].tolist()))
-        if kind != "lm"
-        else (lambda e: e["targets"].tolist())
-    )
+
+    def key(e):
+        return (e["inputs"].tolist(), e["targets"].tolist())
+
     assert sorted(map(key, got)) == sorted(map(key, examples))
     # Segment ids from 1, positions restart at 0, decoder inputs = targets shifted right per segment.
     for r in rows:
@@ -110,13 +109,16 @@ def test_packing_round_trip(kind):
             assert pos[where].tolist() == list(range(len(where)))
             tgt = r["decoder_target_tokens"][where]
             assert r["decoder_input_tokens"][where].tolist() == [0, *tgt[:-1].tolist()]
-        if kind == "prefix_lm":
+        if kind != "enc_dec":  # decoder-only: inputs then targets in one row, loss on the targets
+            assert ("decoder_causal_attention" in r) == (kind == "prefix_lm")
             for s in range(1, seg.max() + 1):
                 where = np.flatnonzero(seg == s)
-                causal, w = r["decoder_causal_attention"][where], r["decoder_loss_weights"][where]
-                n_in = int(causal.sum()) - 1
-                assert causal.tolist() == [1] * (n_in + 1) + [0] * (len(where) - n_in - 1)
+                w = r["decoder_loss_weights"][where]
+                n_in = int(np.argmax(w > 0))
                 assert w.tolist() == [0] * n_in + [1] * (len(where) - n_in)  # loss on targets only
+                if kind == "prefix_lm":
+                    causal = r["decoder_causal_attention"][where]
+                    assert causal.tolist() == [1] * (n_in + 1) + [0] * (len(where) - n_in - 1)
 
 
 def test_unpacked_padding_and_feature_names(registered):

@@ -164,3 +164,8 @@ def test_tfds_source_on_a_dataset_built_here(tmp_path):
                 "src_tfds_missing", TfdsSource("mesh_t5_tiny_tfds", data_dir=str(tmp_path / "other"))
             ).get_dataset("train")
         )
+    # With its splits given (as the catalogue gives them), the first read or count says the same.
+    missing = TfdsSource("mesh_t5_tiny_tfds", data_dir=str(tmp_path / "other"), splits=("train",))
+    for use in (lambda: missing.num_examples("train"), lambda: next(iter(missing.iter_split("train")))):
+        with pytest.raises(UserError, match="is not prepared in data_dir=.*other.*run `tfds build`"):
+            use()

@@ -62,6 +62,8 @@ def test_sentencepiece_round_trip_sentinels_eos_pad(sp_vocab):
     assert vocab.decode(with_sentinel).replace(" ", "") == "thankyou<extra_id_0>me<extra_id_1>"
     assert vocab.encode_batch([text, "lazy dog"]) == [ids, vocab.encode("lazy dog")]
     assert vocab.decode_batch([[*ids, 1, 5], ids]) == [text, text]
+    # Ids past the vocabulary (a model's padded embedding rows, 32128 > 32100 in T5) decode as UNK.
+    assert vocab.decode([*ids, vocab.vocab_size + 3]) == vocab.decode([*ids, 2]) != text
     # The serialized proto tokenizes the sentinels to the same ids (what a TF-text graph would use).
     import sentencepiece as spm
 

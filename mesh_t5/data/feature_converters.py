@@ -2,11 +2,14 @@
 
 - "enc_dec": encoder_input_tokens [L_in], decoder_target_tokens / decoder_input_tokens /
   decoder_loss_weights [L_tgt]; packed adds encoder_/decoder_segment_ids and _positions.
-- "lm" (decoder-only): targets only, decoder_* features of length L_tgt.
-- "prefix_lm": decoder sequence = inputs + targets (length L_in + L_tgt), plus
-  decoder_causal_attention (1 over the inputs and the first target position); loss weights
-  cover only the targets unless loss_on_targets_only=False. An example longer than the row keeps at
-  least one target token (its inputs are cut first), so the mask always tells inputs from targets.
+- "lm" (decoder-only): decoder sequence = inputs + targets under one causal mask (Mesh-TF T5's
+  "delimited_lm" for supervised tasks), of length L_in + L_tgt when task_feature_lengths has inputs,
+  else L_tgt; a task without inputs (C4 language modeling) gives its targets alone.
+- "prefix_lm": the same sequence plus decoder_causal_attention (1 over the inputs and the first
+  target position: the inputs are a fully visible prefix; seqio's PrefixLMFeatureConverter).
+Both decoder-only kinds weigh the loss on the targets only unless loss_on_targets_only=False (Mesh-TF's
+delimited_lm trained on the whole sequence). An example longer than the row keeps at least one target
+token (its inputs are cut first), so the weights and the mask always tell inputs from targets.
 
 Packing: greedy first-fit. Each example goes into the first open row where it fits; when none
 does, a new row opens, and when more than `pack_window` rows are open the oldest is emitted.
@@ -49,24 +52,22 @@ class FeatureConverter:
         """Returns {"encoder": L, "decoder": L} (only the parts this converter has)."""
         missing = [
             k for k in (("inputs", "targets") if self.kind != "lm" else ("targets",)) if k not in task_lengths
-        ]
+        ]  # fmt: skip
         if missing:
             raise UserError(
                 f"task_feature_lengths needs {', '.join(missing)} for feature_converter={self.kind!r}"
             )
         if self.kind == "enc_dec":
             return {"encoder": int(task_lengths["inputs"]), "decoder": int(task_lengths["targets"])}
-        if self.kind == "lm":
-            return {"decoder": int(task_lengths["targets"])}
-        return {"decoder": int(task_lengths["inputs"]) + int(task_lengths["targets"])}
+        return {"decoder": int(task_lengths.get("inputs", 0)) + int(task_lengths["targets"])}
 
     def segment(self, ex: Mapping[str, Any], lengths: Mapping[str, int]) -> dict[str, list[int]] | None:
         """Returns one example's parts {"inputs": [...], "targets": [...]} trimmed to fit a row.
 
-        prefix_lm: the inputs are trimmed first so that at least one target token stays; an example
-        without targets gives None (dropped, counted in `dropped`)."""
+        lm / prefix_lm: the inputs are trimmed first so that at least one target token stays; a prefix_lm
+        example without targets gives None (dropped, counted in `dropped`)."""
         targets = np.asarray(ex["targets"], dtype=np.int32).reshape(-1)
-        inputs = np.asarray(ex.get("inputs", ()), dtype=np.int32).reshape(-1) if self.kind != "lm" else None
+        inputs = np.asarray(ex.get("inputs", ()), dtype=np.int32).reshape(-1)
         if self.kind == "enc_dec":
             if len(inputs) > lengths["encoder"] or len(targets) > lengths["decoder"]:
                 self.truncated += 1
@@ -74,12 +75,8 @@ class FeatureConverter:
                 "inputs": inputs[: lengths["encoder"]].tolist(),
                 "targets": targets[: lengths["decoder"]].tolist(),
             }
-        if self.kind == "lm":
-            if len(targets) > lengths["decoder"]:
-                self.truncated += 1
-            return {"targets": targets[: lengths["decoder"]].tolist()}
         room = lengths["decoder"]
-        if len(targets) == 0:
+        if len(targets) == 0 and self.kind == "prefix_lm":
             # Nothing to predict, and no first target position for decoder_causal_attention to mark.
             if not self.dropped:
                 log.warning("prefix_lm: examples without targets are dropped (count in converter.dropped)")
@@ -89,14 +86,12 @@ class FeatureConverter:
             self.truncated += 1
         # Keep at least one target position: were the targets cut away entirely, the causal mask
         # (inputs + the first target position) would claim one input token as a target.
-        inputs = inputs[: room - 1]
+        inputs = inputs[: room - min(len(targets), 1)]
         return {"inputs": inputs.tolist(), "targets": targets[: room - len(inputs)].tolist()}
 
     def sizes(self, seg: Mapping[str, list[int]]) -> dict[str, int]:
         if self.kind == "enc_dec":
             return {"encoder": len(seg["inputs"]), "decoder": len(seg["targets"])}
-        if self.kind == "lm":
-            return {"decoder": len(seg["targets"])}
         return {"decoder": len(seg["inputs"]) + len(seg["targets"])}
 
     def make_row(
@@ -113,19 +108,14 @@ class FeatureConverter:
                 enc_tok += seg["inputs"]
                 enc_seg += [s] * n_in
                 enc_pos += range(n_in)
-            prefix = seg["inputs"] if self.kind == "prefix_lm" else []
+            prefix = seg["inputs"] if self.kind != "enc_dec" else []
             seq = np.asarray(prefix + seg["targets"], dtype=np.int32)  # [n]
             n = len(seq)
             dec_tgt.append(seq)
             dec_in.append(_shift_right(seq))
+            w = np.arange(n) >= len(prefix) if self.loss_on_targets_only else np.ones(n, bool)
             if self.kind == "prefix_lm":
-                is_target = np.arange(n) >= len(prefix)
-                w = is_target if self.loss_on_targets_only else np.ones(n, bool)
-                causal.append(
-                    (np.arange(n) <= len(prefix)).astype(np.int32)
-                )  # inputs + first target position
-            else:
-                w = np.ones(n, bool)
+                causal.append((np.arange(n) <= len(prefix)).astype(np.int32))  # inputs + first target
             dec_w.append((w & (seq != 0)).astype(np.int32))
             dec_seg.append(np.full(n, s, np.int32))
             dec_pos.append(np.arange(n, dtype=np.int32))
@@ -210,7 +200,8 @@ class ConvertedStream(Stream):
 
 
 def unpack(batch: Mapping[str, np.ndarray], kind: str = "enc_dec") -> list[dict[str, np.ndarray]]:
-    """Returns the examples ({"inputs", "targets"} int32 arrays) held in a (packed or padded) batch."""
+    """Returns the examples ({"inputs", "targets"} int32 arrays) held in a (packed or padded) batch
+    ("lm": inputs told from targets by the loss weights, so converted with loss_on_targets_only)."""
     out = []
     dec = np.asarray(batch["decoder_target_tokens"])  # [B, T]
     packed = "decoder_segment_ids" in batch
@@ -230,9 +221,11 @@ def unpack(batch: Mapping[str, np.ndarray], kind: str = "enc_dec") -> list[dict[
                 out.append(
                     {"inputs": np.asarray(batch["encoder_input_tokens"][b])[eseg == s], "targets": tgt}
                 )
-            elif kind == "lm":
-                out.append({"targets": tgt})
             else:
-                n_in = int(np.asarray(batch["decoder_causal_attention"][b])[dseg == s].sum()) - 1
+                if kind == "prefix_lm":
+                    n_in = int(np.asarray(batch["decoder_causal_attention"][b])[dseg == s].sum()) - 1
+                else:  # lm: the inputs are the positions before the first loss-weighted one
+                    w = np.asarray(batch["decoder_loss_weights"][b])[dseg == s]
+                    n_in = int(np.argmax(w > 0)) if w.any() else 0
                 out.append({"inputs": tgt[:n_in], "targets": tgt[n_in:]})
     return out

@@ -16,7 +16,10 @@ def rate_num_examples(
     split: str = "train",
 ) -> float:
     """Returns min(scale * num_examples(split), maximum) ** (1 / temperature) (the rate is normalised by
-    the mixture). The paper's K = 2**21 is `maximum`; temperature T > 1 flattens the mixture."""
+    the mixture). The paper's K = 2**21 is `maximum`; temperature T > 1 flattens the mixture.
+    A task without `split` has no such examples: rate 0 (T5's eval-only tasks in en_mix)."""
+    if split not in task.splits:
+        return 0.0
     n = task.num_input_examples(split)
     if n is None:
         raise UserError(

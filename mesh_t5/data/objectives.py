@@ -311,3 +311,22 @@ def unsupervised_preprocessors(
         OBJECTIVES[objective](**objective_kwargs),
         append_eos_after_trim,
     ]
+
+
+def full_lm_preprocessors(
+    text_key: str = "text", *, default_targets_length: int = 512, docs_per_group: int = 128
+) -> list:
+    """Returns language modeling on whole chunks (the paper's Table 2 LM; seqio's "c4_v220_full_lm"):
+    text -> targets, tokenize, select_random_chunk(65536), concatenate 128 documents, split into chunks of
+    the targets length minus 1, append EOS. No inputs: a decoder-only model learns every token."""
+
+    def raw_length(seq: Mapping[str, int] | None) -> int:
+        return (seq or {}).get("targets", default_targets_length) - 1
+
+    return [
+        rekey({"targets": text_key}),
+        tokenize,
+        select_random_chunk("targets", 65536),
+        ConcatAndSplit("targets", raw_length, docs_per_group),
+        append_eos_after_trim,
+    ]

@@ -84,6 +84,8 @@ def get_dataset(
     """Returns a resumable iterator of batches {feature: int32 [batch_size, length]} (t5x feature names).
 
     num_epochs=None repeats forever (training); with a number, the last batch is filled with zero rows.
+    A mixture's split mixes its tasks that have that split (see `Mixture.rates`); in a finite pass a task
+    that runs out leaves the mixture and the others go on, so every example of every task is given.
     """
     if batch_size < 1:
         raise UserError(f"batch_size={batch_size} must be >= 1")
@@ -98,11 +100,11 @@ def get_dataset(
     if isinstance(item, Task):
         examples: Stream = _task_stream(item, split, task_feature_lengths, **kw)
     else:
-        rates = item.rates()
+        rates = item.rates(split)  # the tasks that have the split; rate 0 = not in the stream
         streams = {
-            t.name: _task_stream(t, split, task_feature_lengths, **kw)
-            for t in item.tasks
-            if rates[t.name] > 0
+            name: _task_stream(get_mixture_or_task(name), split, task_feature_lengths, **kw)
+            for name, rate in rates.items()
+            if rate > 0
         }
         examples = MixtureStream(item.name, streams, {n: rates[n] for n in streams}, seed)
     converter = FeatureConverter(feature_converter, pack=pack, loss_on_targets_only=loss_on_targets_only)

@@ -150,9 +150,17 @@ class Task:
         return self.postprocess_fn(text, example=example, is_target=is_target)
 
     def _map_stage(
-        self, upstream: Stream, fn: Callable, stage: int, split: str, seed: int, seq_len: Any
+        self,
+        upstream: Stream,
+        fn: Callable,
+        stage: int,
+        split: str,
+        seed: int,
+        seq_len: Any,
+        epoch_keys: bool,
     ) -> Stream:
         name = _fn_name(fn)
+        last_kept_epoch = [-1]
 
         def apply(key: Key, ex: dict) -> dict | None:
             ctx = Context(self, split, seed, stage, key, seq_len)
@@ -165,6 +173,14 @@ class Task:
                 ) from None
             if out is None:
                 self.stats[f"dropped by {name}"] += 1
+                # Keys start with the epoch here: a whole epoch dropped would loop forever on a repeated split.
+                if epoch_keys and key and key[0] >= last_kept_epoch[0] + 2:
+                    raise UserError(
+                        f"task {self.name!r}: preprocessor {name} dropped every example of split {split!r} "
+                        "for a whole epoch; check the preprocessor against the data"
+                    )
+            elif epoch_keys and key:
+                last_kept_epoch[0] = key[0]
             return out
 
         return MapStage(upstream, apply)
@@ -187,13 +203,15 @@ class Task:
         )  # fmt: skip
         if use_cached:
             chain = MapStage(chain, cache.drop_placeholders)
+        epoch_keys = True  # the items' keys are (epoch, index, ...) until a stream preprocessor regroups them
         for stage, p in enumerate(self.preprocessors):
             if stage < first_stage:
                 continue
             if isinstance(p, StreamPreprocessor):
                 chain = p.stream(chain, Context(self, split, seed, stage, (), seq_len))
+                epoch_keys = False
             else:
-                chain = self._map_stage(chain, p, stage, split, seed, seq_len)
+                chain = self._map_stage(chain, p, stage, split, seed, seq_len, epoch_keys)
             if getattr(p, "is_tokenize", False):
                 if upto_tokenize:
                     return chain
@@ -327,6 +345,8 @@ class Mixture:
             self._entries.append((task.name if isinstance(task, Task) else str(task), rate))
         if not self._entries:
             raise UserError(f"mixture {name!r} has no tasks")
+        self._logged_splits: set[str] = set()
+        self._logged_equal: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Mixture({self.name!r})"
@@ -347,10 +367,38 @@ class Mixture:
                 return float(value)
         raise UserError(f"task {task.name!r} is not in mixture {self.name!r}")
 
-    def rates(self) -> dict[str, float]:
-        """Returns {task name: normalised rate}."""
-        raw = {t.name: self.get_rate(t) for t in self.tasks}
+    def tasks_with_split(self, split: str) -> list[Task]:
+        """Returns the tasks that have `split`; the others are left out of that split (logged once), as seqio
+        does: a mixture's split is the union of its tasks' splits of that name."""
+        tasks = self.tasks
+        kept = [t for t in tasks if split in t.splits]
+        if not kept:
+            have = sorted({s for t in tasks for s in t.splits})
+            raise UserError(
+                f"mixture {self.name!r}: none of its tasks has a {split!r} split; its tasks have {', '.join(have)}"
+            )
+        left_out = [t.name for t in tasks if split not in t.splits]
+        if left_out and split not in self._logged_splits:
+            self._logged_splits.add(split)
+            log.warning("mixture %r: %s have no %r split and are left out of it", self.name, left_out, split)
+        return kept
+
+    def rates(self, split: str | None = None) -> dict[str, float]:
+        """Returns {task name: normalised rate} over all tasks, or over the tasks that have `split`.
+
+        When every task with `split` has rate 0 (e.g. T5's eval-only tasks, weighted by their zero training
+        examples, in a mixture's validation split), they are mixed in equal proportions instead, so that
+        the split still has a stream."""
+        tasks = self.tasks if split is None else self.tasks_with_split(split)
+        raw = {t.name: self.get_rate(t) for t in tasks}
         total = sum(raw.values())
+        if total <= 0 and split is not None:
+            if split not in self._logged_equal:
+                self._logged_equal.add(split)
+                log.info(
+                    "mixture %r: every task with a %r split has rate 0; mixing them equally", self.name, split
+                )
+            raw, total = dict.fromkeys(raw, 1.0), float(len(raw))
         if total <= 0:
             raise UserError(f"mixture {self.name!r}: the mixing rates sum to {total}; give a positive rate")
         return {k: v / total for k, v in raw.items()}

@@ -266,35 +266,55 @@ class TfdsSource(Source):
             import tensorflow_datasets as tfds
 
             try:
-                builder = tfds.builder(self.name, data_dir=self.data_dir)
+                self._builder = tfds.builder(self.name, data_dir=self.data_dir)
             except Exception as e:
                 first = (str(e).strip().splitlines() or ["unknown"])[0]
                 raise UserError(
                     f"TFDS dataset {self.name!r} cannot be loaded ({first[:200]}); check its name"
                 ) from None
-            if not builder.is_prepared():
-                raise UserError(
-                    f"TFDS dataset {self.name!r} is not prepared in data_dir={builder.data_dir!r}; "
-                    "run `tfds build` (or download_and_prepare) first, or pass the right data_dir"
-                )
-            self._builder = builder
         return self._builder
+
+    def _not_prepared(self) -> UserError:
+        return UserError(
+            f"TFDS dataset {self.name!r} is not prepared in data_dir={self.builder.data_dir!r}; "
+            "run `tfds build` (or download_and_prepare) first, or pass the right data_dir"
+        )
 
     @property
     def splits(self) -> tuple[str, ...]:
         if self._split_map is not None:
             return tuple(self._split_map)
-        return tuple(self.builder.info.splits.keys())
+        names = tuple(self.builder.info.splits.keys())
+        if not names and not self.builder.is_prepared():
+            raise self._not_prepared()
+        return names
 
     def _tfds_split(self, split: str) -> str:
         self.check_split(split)
         return self._split_map[split] if self._split_map is not None else split
 
-    def num_examples(self, split: str) -> int | None:
+    def _as_dataset(self, tfds_split: str) -> Any:
+        """Returns the builder's tf.data.Dataset of `tfds_split` in a fixed order.
+
+        Preparedness is checked here, by reading, rather than up front with `is_prepared()`: reading is
+        what `tfds.testing.mock_data` replaces, so a mocked dataset reads like a prepared one."""
+        import tensorflow_datasets as tfds
+
+        read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)
         try:
-            return int(self.builder.info.splits[self._tfds_split(split)].num_examples)
+            return self.builder.as_dataset(split=tfds_split, shuffle_files=False, read_config=read_config)
+        except AssertionError:  # TFDS asserts that the prepared data directory exists
+            raise self._not_prepared() from None
+
+    def num_examples(self, split: str) -> int | None:
+        """Returns the split's size from the builder's split info, else from the dataset's cardinality."""
+        tfds_split = self._tfds_split(split)
+        try:
+            return int(self.builder.info.splits[tfds_split].num_examples)
         except (KeyError, ValueError):
-            return None
+            pass
+        n = int(self._as_dataset(tfds_split).cardinality())
+        return n if n >= 0 else None
 
     def describe(self, split: str) -> str:
         return f"TFDS {self.name!r} split {split!r} (data_dir={self.data_dir!r})"
@@ -305,8 +325,7 @@ class TfdsSource(Source):
         import tensorflow_datasets as tfds
 
         tfds_split = self._tfds_split(split)
-        read_config = tfds.ReadConfig(shuffle_seed=0, interleave_cycle_length=1)  # a fixed order
-        ds = self.builder.as_dataset(split=tfds_split, shuffle_files=False, read_config=read_config)
+        ds = self._as_dataset(tfds_split)
         if num_shards > 1:
             ds = ds.shard(num_shards, shard_index)
         if start:

@@ -197,7 +197,9 @@ class MapStage(Stream):
 class MixtureStream(Stream):
     """Samples the next example from one of several streams with probabilities `rates` (normalised).
 
-    The choice at step k depends only on (seed, mixture name, k): deterministic and resumable.
+    The choice at step k depends only on (seed, mixture name, k) and on which streams have run out:
+    deterministic and resumable. A stream that runs out (a finite pass) leaves the mixture and the
+    others are sampled in their renormalised proportions; the mixture ends when all have run out.
     """
 
     def __init__(self, name: str, streams: dict[str, Stream], rates: dict[str, float], seed: int):
@@ -208,21 +210,36 @@ class MixtureStream(Stream):
             )
         self.names = list(streams)
         self.streams = streams
-        self.probs = np.array([rates[n] / total for n in self.names], dtype=np.float64)
+        self.rates = np.array([rates[n] / total for n in self.names], dtype=np.float64)
         self.seed, self._salt, self.step = seed, stable_hash(f"mixture:{name}"), 0
         self.name = name
+        self.done: set[str] = set()
 
     def __next__(self) -> Any:
-        u = rng_for(self.seed, self._salt, self.step).random()
-        i = min(int(np.searchsorted(np.cumsum(self.probs), u, side="right")), len(self.names) - 1)
-        self.step += 1
-        return next(self.streams[self.names[i]])
+        while len(self.done) < len(self.names):
+            live = np.array([n not in self.done for n in self.names])
+            probs = np.where(live, self.rates, 0.0)
+            u = rng_for(self.seed, self._salt, self.step).random() * probs.sum()
+            i = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), len(self.names) - 1)
+            while not live[i]:  # u landed on the upper edge: take the last live stream
+                i -= 1
+            self.step += 1
+            try:
+                return next(self.streams[self.names[i]])
+            except StopIteration:
+                self.done.add(self.names[i])
+        raise StopIteration
 
     def get_state(self) -> dict:
-        return {"step": self.step, "tasks": {n: s.get_state() for n, s in self.streams.items()}}
+        return {
+            "step": self.step,
+            "tasks": {n: s.get_state() for n, s in self.streams.items()},
+            "done": sorted(self.done),
+        }
 
     def set_state(self, state: dict) -> None:
         self.step = int(state["step"])
+        self.done = set(state.get("done", ()))
         for n, s in self.streams.items():
             s.set_state(state["tasks"][n])
 

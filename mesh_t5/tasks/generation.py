@@ -7,11 +7,11 @@ import os
 
 from mesh_t5.data import metrics
 from mesh_t5.data.c4_output import C4_DIR_ENV, C4Source
-from mesh_t5.data.objectives import OBJECTIVES, unsupervised_preprocessors
+from mesh_t5.data.objectives import OBJECTIVES, full_lm_preprocessors, unsupervised_preprocessors
 from mesh_t5.data.preprocessors import append_eos_after_trim, summarize, tokenize, translate
-from mesh_t5.data.registry import Feature, TaskRegistry
+from mesh_t5.data.registry import TaskRegistry
 from mesh_t5.tasks import text_formats as fmt
-from mesh_t5.tasks.common import DEFAULT_OUTPUT_FEATURES, DEFAULT_VOCABULARY, CatalogueTask, add_tfds_task, qa
+from mesh_t5.tasks.common import DEFAULT_OUTPUT_FEATURES, CatalogueTask, add_tfds_task, qa
 
 C4 = "c4/en:2.2.0"  # T5's version (the "v220" of the task names)
 C4_SPLITS = ("train", "validation")
@@ -27,11 +27,8 @@ for objective in OBJECTIVES:
 add_tfds_task("c4_v220_iid_denoising", C4, C4_SPLITS, unsupervised_preprocessors("iid_replace_spans"))
 add_tfds_task("c4_v020_unsupervised", C4, C4_SPLITS, unsupervised_preprocessors("span_corruption"))
 
-# Decoder-only language modeling on C4 (the paper's Table 2 LM baseline): targets only.
-add_tfds_task(
-    "c4_v220_lm", C4, C4_SPLITS, unsupervised_preprocessors("prefix_lm", noise_density=0.5),
-    output_features={"inputs": Feature(DEFAULT_VOCABULARY, required=False), "targets": Feature(DEFAULT_VOCABULARY)},
-)  # fmt: skip
+# Decoder-only language modeling on C4 (the paper's Table 2 LM baseline): the whole chunk is the targets.
+add_tfds_task("c4_v220_lm", C4, C4_SPLITS, full_lm_preprocessors())
 
 # A corpus built here with `mesh-t5 c4` (README: Building C4), read from $MESH_T5_C4_DIR on first use.
 TaskRegistry.add(
