@@ -105,18 +105,23 @@ def quiet_logs() -> None:
         ours.addHandler(handler)
         ours.setLevel(logging.WARNING)
         ours.propagate = False
-    # Beam logs optional-dependency notices ("apitools not found") on the root logger at import.
-    logging.getLogger().setLevel(logging.ERROR)
 
 
 def import_beam_module(name: str, command: str) -> Any:
     """Imports mesh_t5.data.`name`; without the [c4] extra installed, one line saying to install it."""
+    # Beam logs optional-dependency notices ("apitools not found") on the root logger at import: hide them
+    # for the import only (a process-wide root level would also hide the caller's own warnings).
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
     try:
         return importlib.import_module(f"mesh_t5.data.{name}")
     except ModuleNotFoundError as e:
         raise UserError(
             f"`mesh-t5 {command}` needs the c4 extra ({e.name} is missing): pip install 'mesh_t5[c4]'"
         ) from None
+    finally:
+        root.setLevel(level)
 
 
 def with_default_runner(beam_args: list[str]) -> list[str]:
