@@ -12,6 +12,7 @@ import numpy as np
 from mesh_t5 import data, inference, layouts
 from mesh_t5 import train as train_lib  # module import: train imports this module too
 from mesh_t5.config import T5Config
+from mesh_t5.data.benchmark_scores import benchmark_averages
 
 Batch = Mapping[str, Any]
 
@@ -107,10 +108,11 @@ def evaluate_decoded(
         for row, example in enumerate(chunk):
             ids = np.asarray(example["inputs"])[:inputs_len]
             tokens[row, : len(ids)] = ids
+        members = params if isinstance(params, list) else [params]  # a list: an ensemble
         decoded = np.asarray(
-            inference.generate_tokens(
-                config, params, tokens, max_decode_length=targets_len, beam_size=beam_size
-            )
+            inference.generate_tokens_and_scores(
+                config, members, tokens, max_decode_length=targets_len, beam_size=beam_size
+            )[0]
         )  # [B, L]
         for row, example in enumerate(chunk):
             text = vocabulary.decode(_strip(decoded[row], config.eos_id))
@@ -144,10 +146,12 @@ def evaluate(
     eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]] | None = None,
     feature_converter: Any = None,
 ) -> dict[str, float]:
-    """Returns {"loss", "accuracy", "<task>/<metric>", ...} on the split of a task or mixture.
+    """Returns {"loss", "accuracy", "<task>/<metric>", ..., "glue_average"?, "super_glue_average"?} on
+    the split of a task or mixture.
 
     The loss is over (unpacked) batches of the whole mixture; the metrics are per task, on
     decoded predictions (greedy unless beam_size > 1). Decoder-only models get the loss only.
+    `params` may be a list of several models' params: their ensemble, scored on decoded predictions only.
     """
     eval_step_fn = eval_step_fn or train_lib.make_eval_step(config, layout)
     feature_converter = feature_converter or default_feature_converter(config)
@@ -158,7 +162,12 @@ def evaluate(
         shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
         feature_converter=feature_converter, pack=False, num_epochs=1,
     )  # fmt: skip
-    results = evaluate_loss(params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches)
+    # An ensemble (a list of params) has no single loss; it is scored on its decoded predictions.
+    results = (
+        {}
+        if isinstance(params, list)
+        else evaluate_loss(params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches)
+    )
     if decode and config.has_encoder:
         for task in _tasks_of(mixture_or_task_name):
             if not task.metric_fns or split not in task.splits:
@@ -168,6 +177,7 @@ def evaluate(
                 batch_size=batch_size, max_examples=max_decode_examples, beam_size=beam_size, layout=layout,
             )  # fmt: skip
             results.update({f"{task.name}/{k}": v for k, v in metrics.items()})
+    results.update(benchmark_averages(results))  # the paper's GLUE / SuperGLUE columns, when complete
     return results
 
 
