@@ -122,8 +122,10 @@ def test_not_jsonl_and_missing_file(tmp_path, capsys):
     path = tmp_path / "p.jsonl"
     path.write_text('{"task": "pred_test_a", "index": 0, "outputs": "1"}\nnot json at all\n')
     code, out, err = _eval(capsys, f"--predictions={path}", "--gin.MIXTURE_OR_TASK_NAME=pred_test_a")
-    assert code == 2 and err.endswith(
-        f"{path}:2 is not JSON; --predictions takes the JSONL that `mesh-t5 infer` writes"
+    assert (
+        code == 2
+        and out == ""
+        and err.endswith(f"{path}:2 is not JSON; --predictions takes the JSONL that `mesh-t5 infer` writes")
     )
     code, _, err = _eval(
         capsys, f"--predictions={tmp_path / 'nope.jsonl'}", "--gin.MIXTURE_OR_TASK_NAME=pred_test_a"
