@@ -174,3 +174,39 @@ def test_benchmark_averages_by_hand():
     want = (80 + 80 + 60 + 50 + 71 + 75 + 65 + 62) / 8
     assert benchmark_averages(sg)["super_glue_average"] == pytest.approx(want)
     assert not any(math.isnan(v) for v in benchmark_averages({**scores, **sg}).values())
+
+
+@pytest.mark.parametrize(
+    ("mixture", "average", "label"),
+    [("glue_v002_proportional", "glue_average", "GLUE average"),
+     ("super_glue_v102_proportional", "super_glue_average", "SuperGLUE average")],
+)  # fmt: skip
+def test_eval_predictions_reports_t5s_average_for_the_mixture(tmp_path, capsys, mixture, average, label):
+    """`mesh-t5 eval --predictions` on the mixture (its tasks reading the fixture's raw examples) prints
+    and returns the average T5's eval_utils computed from the same predictions."""
+    from mesh_t5 import cli
+    from mesh_t5.data import TaskRegistry, get_mixture, get_task
+
+    members = {t.name for t in get_mixture(mixture).tasks}
+    originals, rows = {}, []
+    for key, golden in TASKS.items():
+        if "#" in key or key not in members:
+            continue
+        originals[key] = get_task(key)
+        TaskRegistry.add(
+            task_with_examples(key, {golden["split"]: golden["raw"]}, vocabulary=VOCAB), overwrite=True
+        )
+        if golden["split"] == "validation" and "predictions" in golden:
+            rows += [{"task": key, "index": i, "outputs": p} for i, p in enumerate(golden["predictions"])]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    try:
+        code = cli.main(["eval", f"--predictions={path}", f"--gin.MIXTURE_OR_TASK_NAME={mixture}"])
+    finally:
+        for task in originals.values():
+            TaskRegistry.add(task, overwrite=True)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    want = GOLDEN["averages"]["from_tasks"][average]
+    assert json.loads(out.out)[average] == pytest.approx(want)
+    assert f"{label} {want:.2f}" in out.err
