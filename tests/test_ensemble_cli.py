@@ -131,3 +131,23 @@ def test_ensemble_of_different_configs_is_refused(tmp_path, members):
     src.write_text("abc\n")
     with pytest.raises(UserError, match="has another model config"):
         infer.main([f"--checkpoint={a},{tmp_path / 'other'}", f"--input_file={src}", "--vocab=byte"])
+
+
+def test_export_ensemble_serves_the_ensemble(tmp_path, members):
+    """`mesh-t5 export --checkpoint=A,B`: the SavedModel's score and decode are the ensemble's."""
+    tf = pytest.importorskip("tensorflow")
+    (a, model_a), (b, model_b) = members
+    out = tmp_path / "saved"
+    assert cli.main(["export", f"--checkpoint={a},{b}", f"--output_dir={out}", "--vocab=byte",
+                     "--max_decode_length=4", "--max_input_length=8"]) == 0  # fmt: skip
+    loaded = tf.saved_model.load(str(out))
+    inputs, targets = [x for x, _ in PAIRS], [y for _, y in PAIRS]
+    scores = loaded.signatures["score"](inputs=tf.constant(inputs), targets=tf.constant(targets))["scores"]
+    params = [model_a.params, model_b.params]
+    want = inference.score(CONFIG, params, BYTES, inputs, targets, max_input_length=8, max_target_length=4)
+    np.testing.assert_allclose(scores.numpy(), want, rtol=1e-4, atol=1e-4)
+    served = loaded.signatures["serving_default"](inputs=tf.constant(inputs))["outputs"].numpy()
+    ids, _ = inference.generate_ids(
+        CONFIG, params, inference.tokenize(BYTES, inputs), max_decode_length=4, max_input_length=8
+    )
+    assert [s.decode("utf-8") for s in served] == BYTES.decode_batch(ids.tolist())
