@@ -44,7 +44,7 @@ Ensemble (the paper's Table 13): --checkpoint=A --checkpoint=B (or CHECKPOINT_PA
   the mean of the members' per-token log-probabilities; each member's latest checkpoint is used.
 
 Score a predictions file (what `mesh-t5 infer --task=...` writes), no model needed:
-  mesh-t5 eval --predictions=preds.jsonl --gin.MIXTURE_OR_TASK_NAME=glue_v002_proportional \
+  mesh-t5 eval --predictions=preds.jsonl --gin.MIXTURE_OR_TASK_NAME=glue_v002_proportional \\
     [--gin.SPLIT=validation] [--gin.EVAL_OUTPUT_DIR=DIR]
 """
 
@@ -118,12 +118,12 @@ def evaluate_checkpoints(
     abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
     eval_step_fn = train_lib.make_eval_step(config, layout)
     output_dir = output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
-    writer = MetricWriter(output_dir)
-    results: dict[int, dict[str, float]] = {}
     others = [
         checkpoints.load_params(_checkpoint_dirs(p, "latest")[-1][1], abstract, shardings)[0]
         for p in paths[1:]
     ]
+    writer = MetricWriter(output_dir)
+    results: dict[int, dict[str, float]] = {}
     try:
         for step, directory in _checkpoint_dirs(path, steps):
             params, saved_step, _ = checkpoints.load_params(directory, abstract, shardings)
