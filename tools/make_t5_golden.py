@@ -18,6 +18,9 @@ Run it in a venv of its own (T5's pinned dependencies clash with mesh_t5's; the 
     /work/oracle-venv/bin/pip install --no-deps t5==0.9.4 seqio==0.0.20
     /work/oracle-venv/bin/python tools/make_t5_golden.py          # rewrites tests/golden/t5_oracle.json
 
+tools/t5_oracle_requirements.txt pins the versions the committed fixtures were made with
+(`pip install --no-deps -r tools/t5_oracle_requirements.txt` reproduces that venv).
+
 Nothing is downloaded: no TFDS data, no vocabulary (tokenization is not run).
 """
 
