@@ -16,6 +16,7 @@ import jax
 
 from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network
 from mesh_t5 import train as train_lib
+from mesh_t5.commands.ensemble import split_checkpoints
 from mesh_t5.commands.train import call, configure, parse_args
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
@@ -92,8 +93,6 @@ def evaluate_checkpoints(
 
     Several comma-separated (or listed) checkpoint paths are an ensemble: each member's latest
     checkpoint (or the checkpoints/<step> dir given) is loaded and they decode together."""
-    from mesh_t5.commands.infer import split_checkpoints
-
     paths = [Path(p).absolute() for p in split_checkpoints(checkpoint_path)]
     if not paths:
         raise UserError("CHECKPOINT_PATH is empty; pass a model dir (or several, for an ensemble)")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mesh_t5 import gin_utils
+from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
 from mesh_t5.errors import UserError
 
 
@@ -51,8 +52,6 @@ def main(argv: Sequence[str]) -> int:
         gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
         checkpoint = checkpoint or gin_utils.query_macro("CHECKPOINT_PATH", required=False)
         output_dir = output_dir or gin_utils.query_macro("EXPORT_DIR", required=False)
-    from mesh_t5.commands.infer import check_ensemble, split_checkpoints
-
     checkpoints = split_checkpoints(checkpoint)
     if not checkpoints:
         raise UserError("no model given; pass --checkpoint=DIR (or --gin.CHECKPOINT_PATH=DIR)")

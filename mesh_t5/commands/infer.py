@@ -28,6 +28,7 @@ from typing import Any
 import gin
 
 from mesh_t5 import gin_utils
+from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
 from mesh_t5.errors import UserError
 
 MODES = ("predict", "score")
@@ -177,24 +178,6 @@ def _open_output(path: str | None, overwrite: bool) -> Any:
         raise UserError(f"--output_file {path} exists; pass --overwrite to replace it or pick another path")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return open(path, "w", encoding="utf-8")
-
-
-def split_checkpoints(value: str | Sequence[str] | None) -> list[str]:
-    """Returns the checkpoint dirs of a --checkpoint value: repeated flags and/or comma-separated dirs."""
-    if not value:
-        return []
-    values = [value] if isinstance(value, str) else list(value)
-    return [part.strip() for v in values for part in str(v).split(",") if part.strip()]
-
-
-def check_ensemble(models: Sequence[Any], paths: Sequence[str]) -> None:
-    """Refuses an ensemble whose members differ in architecture or vocabulary size (one line)."""
-    for model, path in zip(models[1:], paths[1:], strict=True):
-        if model.config != models[0].config:
-            raise UserError(
-                f"ensemble member {path} has another model config than {paths[0]}; an ensemble averages "
-                "per-token log-probabilities, so its members must share one architecture and vocabulary"
-            )
 
 
 def resolve_settings(argv: Sequence[str]) -> dict[str, Any]:
