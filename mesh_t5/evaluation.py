@@ -12,6 +12,7 @@ import numpy as np
 from mesh_t5 import data, inference, layouts
 from mesh_t5 import train as train_lib  # module import: train imports this module too
 from mesh_t5.config import T5Config
+from mesh_t5.data.benchmark_scores import benchmark_averages
 
 Batch = Mapping[str, Any]
 
@@ -119,10 +120,11 @@ def evaluate_decoded(
         for row, example in enumerate(chunk):
             ids = np.asarray(example["inputs"])[:inputs_len]
             tokens[row, : len(ids)] = ids
+        members = params if isinstance(params, list) else [params]  # a list: an ensemble
         decoded = np.asarray(
-            inference.generate_tokens(
-                config, params, tokens, max_decode_length=targets_len, beam_size=beam_size
-            )
+            inference.generate_tokens_and_scores(
+                config, members, tokens, max_decode_length=targets_len, beam_size=beam_size
+            )[0]
         )  # [B, L]
         for row, example in enumerate(chunk):
             text = vocabulary.decode(_strip(decoded[row], config.eos_id))
@@ -156,12 +158,15 @@ def evaluate(
     eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]] | None = None,
     feature_converter: Any = None,
 ) -> dict[str, float]:
-    """Returns {"loss", "accuracy", "tokens", "<task>/<metric>", ...} on the split of a task or mixture.
+    """Returns {"loss", "accuracy", "tokens", "<task>/<metric>", ..., "glue_average"?, "super_glue_average"?}
+    on the split of a task or mixture.
 
     A mixture is evaluated task by task, as T5 does: every member task that has the split (the others
     are left out, logged once) gives "<task>/loss" and its metrics on decoded predictions (greedy unless
     beam_size > 1); "loss"/"accuracy" pool the tokens of all of them. `max_batches` and
     `max_decode_examples` apply per task. Decoder-only models decode from the inputs as a prompt.
+    `params` may be a list of several models' params: their ensemble, scored on decoded predictions only
+    (it has no single loss).
     """
     eval_step_fn = eval_step_fn or train_lib.make_eval_step(config, layout)
     feature_converter = feature_converter or default_feature_converter(config)
@@ -169,26 +174,30 @@ def evaluate(
     shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
     tasks = _tasks_of(mixture_or_task_name, split)
     per_task = isinstance(data.get_mixture_or_task(mixture_or_task_name), data.Mixture)
+    ensemble = isinstance(params, list)
     totals: dict[str, float] = {}
     results: dict[str, float] = {}
     for task in tasks:
-        batches = _dataset(
-            task, task_feature_lengths, split, batch_size // num_shards,
-            shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
-            feature_converter=feature_converter, pack=False, num_epochs=1,
-        )  # fmt: skip
-        loss = evaluate_loss(
-            params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches, totals
-        )
-        if per_task:
-            results[f"{task.name}/loss"] = loss["loss"]
+        if not ensemble:
+            batches = _dataset(
+                task, task_feature_lengths, split, batch_size // num_shards,
+                shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
+                feature_converter=feature_converter, pack=False, num_epochs=1,
+            )  # fmt: skip
+            loss = evaluate_loss(
+                params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches, totals
+            )
+            if per_task:
+                results[f"{task.name}/loss"] = loss["loss"]
         if decode and task.metric_fns and "inputs" in task.output_features:
             metrics, _ = evaluate_decoded(
                 params, config, task, split=split, task_feature_lengths=task_feature_lengths,
                 batch_size=batch_size, max_examples=max_decode_examples, beam_size=beam_size, layout=layout,
             )  # fmt: skip
             results.update({f"{task.name}/{k}": v for k, v in metrics.items()})
-    results.update(_loss_results(totals or {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}))
+    if not ensemble:
+        results.update(_loss_results(totals or {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}))
+    results.update(benchmark_averages(results))  # the paper's GLUE / SuperGLUE columns, when complete
     return results
 
 

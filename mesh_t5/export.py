@@ -43,6 +43,17 @@ class ExportError(UserError):
 # ----------------------------------------------------------------------------- the JAX side
 
 
+ENSEMBLE_KEY = "ensemble_member_{}"
+
+
+def _members(params: Any) -> tuple[Any, ...]:
+    """Returns the member params of an export: {"ensemble_member_<i>": params} for an ensemble (a dict,
+    because TF's tracking rewraps tuples), else the one model's params."""
+    if ENSEMBLE_KEY.format(0) in params:
+        return tuple(params[ENSEMBLE_KEY.format(i)] for i in range(len(params)))
+    return (params,)
+
+
 def make_decode_fn(config: T5Config, *, beam_size: int = 1, max_decode_length: int = 64, alpha: float = 0.6):
     """Returns fn(params, encoder_input_tokens [B, S] int32) -> (tokens [B, L] int32, scores [B] float32).
 
@@ -52,7 +63,7 @@ def make_decode_fn(config: T5Config, *, beam_size: int = 1, max_decode_length: i
 
     def decode(params: Any, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         return inference._decode(
-            (params,), tokens, jax.random.PRNGKey(0), config=config, max_decode_length=max_decode_length,
+            _members(params), tokens, jax.random.PRNGKey(0), config=config, max_decode_length=max_decode_length,
             beam_size=beam_size, alpha=alpha, temperature=0.0, top_k=0, top_p=1.0,
         )  # fmt: skip
 
@@ -63,7 +74,8 @@ def make_score_fn(config: T5Config):
     """Returns fn(params, inputs [B, S], targets [B, T]) -> [B] log-likelihood of targets up to their EOS."""
 
     def score(params: Any, inputs: jax.Array, targets: jax.Array) -> jax.Array:
-        return inference._score(params, inputs, targets, config=config)
+        members = _members(params)
+        return inference._score(members if len(members) > 1 else members[0], inputs, targets, config=config)
 
     return score
 
@@ -214,8 +226,12 @@ def export_saved_model(
     alpha: float = 0.6,
     vocabulary: Vocabulary | None = None,
     platforms: Sequence[str] | None = None,
+    ensemble: Sequence[Any] = (),
 ) -> str:
     """Writes a TF SavedModel of `model` (anything with .config, .params, .vocab_path) and returns its path.
+
+    `ensemble`: more models of the same config; the SavedModel then decodes and scores with the mean of
+    all members' per-token log-probabilities (the paper's ensembles, Table 13).
 
     `platforms` (e.g. ("cpu", "cuda", "tpu")) are the ones the converted computation may run on;
     the default is the platform exporting.
@@ -238,7 +254,16 @@ def export_saved_model(
             "export with the vocabulary the model was trained with"
         )
     text = _TextOps(vocab, config.vocab_size)
-    params = jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), model.params)
+    for other in ensemble:
+        if other.config != config:
+            raise ExportError(
+                "the ensemble's models have different configs; ensemble models of one architecture"
+            )
+    members = [
+        jax.tree.map(lambda x: np.asarray(jax.device_get(x), np.float32), m.params)
+        for m in (model, *ensemble)
+    ]
+    params = members[0] if len(members) == 1 else {ENSEMBLE_KEY.format(i): m for i, m in enumerate(members)}
     convert = dict(
         with_gradient=False, native_serialization_platforms=tuple(platforms) if platforms else None
     )

@@ -205,7 +205,11 @@ def generate_tokens_ensemble(
 
 def _score(params: Params, inputs: jax.Array, targets: jax.Array, *, config: T5Config) -> jax.Array:
     """Returns [B] summed log-probabilities of targets [B, T] up to their first EOS (else their last
-    non-pad token): a PAD the model emitted mid-sequence counts, as it does in decoding's scores."""
+    non-pad token): a PAD the model emitted mid-sequence counts, as it does in decoding's scores.
+
+    `params` may be a tuple of several models' params (an ensemble): each token's log-probability is then
+    that of the renormalised mean of the members' log-probabilities, the distribution ensemble decoding
+    (decoding.ensemble_tokens_to_logits) draws from."""
     t = targets.shape[1]
     t_pos = jnp.arange(t)[None]  # [1, T]
     is_eos = targets == config.eos_id
@@ -232,8 +236,13 @@ def _score(params: Params, inputs: jax.Array, targets: jax.Array, *, config: T5C
             batch["decoder_causal_attention"] = (pos <= n_in).astype(jnp.int32)
     batch["decoder_target_tokens"] = seq
     batch["decoder_input_tokens"] = jnp.pad(seq, ((0, 0), (1, 0)))[:, :-1]  # shift right, start = PAD
-    logits = network.forward(params, batch, config)  # [B, T, V]
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    members = params if isinstance(params, tuple) else (params,)
+    # [B, T, V] per member (network.forward gives the logits)
+    member_lps = [jax.nn.log_softmax(network.forward(p, batch, config), axis=-1) for p in members]
+    if len(member_lps) == 1:
+        log_probs = member_lps[0]
+    else:
+        log_probs = jax.nn.log_softmax(jnp.mean(jnp.stack(member_lps), axis=0), axis=-1)  # [B, T, V]
     token_lp = jnp.take_along_axis(log_probs, seq[:, :, None], axis=-1)[:, :, 0]  # [B, T]
     return jnp.sum(jnp.where(weights, token_lp, 0.0), axis=1)
 
@@ -249,12 +258,15 @@ def score_tokens(
     """Returns [B] float32 log-likelihoods of target_tokens [B, T] (with EOS, PAD-padded) given the inputs.
 
     Tokens count up to the first EOS (or the last non-pad one), so decoded outputs score as decoding did.
+    `params` may be a list of several models' params: their ensemble's log-likelihood (see `_score`).
     """
     inputs = _as_tokens(encoder_input_tokens, "encoder_input_tokens")
     targets = _as_tokens(target_tokens, "target_tokens")
     if inputs.shape[0] != targets.shape[0]:
         raise UserError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets; pass one target per input")
     fn = _jitted(_score, _layout_key(layout), config=config)
+    if isinstance(params, list):  # an ensemble
+        params = params[0] if len(params) == 1 else tuple(params)
     return np.asarray(_run(fn, layout, params, jnp.asarray(inputs), jnp.asarray(targets)), np.float32)
 
 

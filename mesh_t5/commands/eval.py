@@ -1,7 +1,11 @@
-"""`mesh-t5 eval`: evaluate the checkpoints of a run (or a model dir) on a task or mixture."""
+"""`mesh-t5 eval`: evaluate the checkpoints of a run (or a model dir, or an ensemble) on a task or
+mixture, or score a predictions file without a model."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,14 +14,16 @@ from typing import Any
 import gin
 import jax
 
-from mesh_t5 import checkpoints, evaluation, layouts, network
+from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network
 from mesh_t5 import train as train_lib
+from mesh_t5.commands.ensemble import split_checkpoints
 from mesh_t5.commands.train import call, configure, parse_args
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.logging_utils import MetricWriter
 
 REQUIRED_MACROS = ("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE")
+RESULTS_FILE = "eval_results.jsonl"  # one JSON object per evaluated step, beside the TensorBoard events
 
 HELP = """\
 Evaluate checkpoints: the loss on the split, and the task's metrics on decoded predictions
@@ -32,6 +38,15 @@ required macros: CHECKPOINT_PATH (a training MODEL_DIR, one of its checkpoints/<
   exported model dir), MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, BATCH_SIZE.
 bindings: evaluate_checkpoints.steps ('latest' | 'all' | [step, ...]), .split, .beam_size,
   .max_batches, .max_decode_examples, .mesh_shape, .output_dir, .model_config (default: config.json).
+Results also go to EVAL_OUTPUT_DIR/eval_results.jsonl; a mixture with every GLUE (SuperGLUE) metric
+  also gets glue_average (super_glue_average), computed as T5's eval_utils does.
+
+Ensemble (the paper's Table 13): --checkpoint=A --checkpoint=B (or CHECKPOINT_PATH="A,B") decodes with
+  the mean of the members' per-token log-probabilities; each member's latest checkpoint is used.
+
+Score a predictions file (what `mesh-t5 infer --task=...` writes), no model needed:
+  mesh-t5 eval --predictions=preds.jsonl --gin.MIXTURE_OR_TASK_NAME=glue_v002_proportional \\
+    [--gin.SPLIT=validation] [--gin.EVAL_OUTPUT_DIR=DIR]
 """
 
 
@@ -74,24 +89,46 @@ def evaluate_checkpoints(
     layout_rules: str | None = None,
     output_dir: str | None = None,
 ) -> dict[int, dict[str, float]]:
-    """Returns {step: results} for the chosen checkpoints (step -1: an exported model dir)."""
-    path = Path(checkpoint_path).absolute()
-    if not path.exists():
-        raise UserError(f"CHECKPOINT_PATH {path} does not exist")
-    config_dir = path if (path / checkpoints.CONFIG_FILE).is_file() else path.parent.parent
+    """Returns {step: results} for the chosen checkpoints (step -1: an exported model dir).
+
+    Several comma-separated (or listed) checkpoint paths are an ensemble: each member's latest
+    checkpoint (or the checkpoints/<step> dir given) is loaded and they decode together."""
+    paths = [Path(p).absolute() for p in split_checkpoints(checkpoint_path)]
+    if not paths:
+        raise UserError("CHECKPOINT_PATH is empty; pass a model dir (or several, for an ensemble)")
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"CHECKPOINT_PATH {p} does not exist")
+    if len(paths) > 1 and steps != "latest":
+        raise UserError(
+            f"steps={steps!r} picks checkpoints of one run; an ensemble uses each member's latest checkpoint "
+            "(or give checkpoints/<step> dirs as its members)"
+        )
+    path = paths[0]
+    config_dir = _config_dir(path)
     config = model_config or checkpoints.read_config(config_dir)
+    for p in paths[1:]:
+        if model_config is None and checkpoints.read_config(_config_dir(p)) != config:
+            raise UserError(
+                f"ensemble member {p} has another model config than {path}; members must share one"
+            )
     layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
     shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
     abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
     eval_step_fn = train_lib.make_eval_step(config, layout)
-    writer = MetricWriter(
-        output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
-    )
+    output_dir = output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
+    others = [
+        checkpoints.load_params(_checkpoint_dirs(p, "latest")[-1][1], abstract, shardings)[0]
+        for p in paths[1:]
+    ]
+    writer = MetricWriter(output_dir)
     results: dict[int, dict[str, float]] = {}
     try:
         for step, directory in _checkpoint_dirs(path, steps):
             params, saved_step, _ = checkpoints.load_params(directory, abstract, shardings)
             step = saved_step if step < 0 else step
+            if others:
+                params = [params, *others]
             results[step] = evaluation.evaluate(
                 params, config, mixture_or_task_name=mixture_or_task_name,
                 task_feature_lengths=task_feature_lengths, batch_size=batch_size, split=split,
@@ -99,10 +136,51 @@ def evaluate_checkpoints(
                 beam_size=beam_size, layout=layout, eval_step_fn=eval_step_fn,
             )  # fmt: skip
             writer.write_scalars(step, results[step])
-            line = "  ".join(f"{k} {v:.4g}" for k, v in sorted(results[step].items()))
-            print(f"step {step}: {line}", file=sys.stderr, flush=True)
+            write_results(output_dir, step, results[step])
+            report(f"step {step}", results[step])
     finally:
         writer.close()
+    return results
+
+
+def _config_dir(path: Path) -> Path:
+    return path if (path / checkpoints.CONFIG_FILE).is_file() else path.parent.parent
+
+
+def write_results(output_dir: str, step: int, results: Mapping[str, float]) -> None:
+    """Appends {"step", **results} as one line to output_dir/eval_results.jsonl."""
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, RESULTS_FILE), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in results.items()}}) + "\n")
+
+
+def report(label: str, results: Mapping[str, float]) -> None:
+    """Prints the results on one line, then the benchmark averages on their own line (stderr)."""
+    line = "  ".join(f"{k} {v:.4g}" for k, v in sorted(results.items()))
+    print(f"{label}: {line}", file=sys.stderr, flush=True)
+    names = {"glue_average": "GLUE average", "super_glue_average": "SuperGLUE average"}
+    averages = "  ".join(f"{text} {results[k]:.2f}" for k, text in names.items() if k in results)
+    if averages:
+        print(f"{label}: {averages}", file=sys.stderr, flush=True)
+
+
+def evaluate_predictions_file(
+    path: str, mixture_or_task_name: str, split: str, output_dir: str | None
+) -> dict:
+    """Scores a predictions JSONL; prints the results (stderr, and one JSON object on stdout) and, with
+    `output_dir`, writes them there as eval_results.jsonl and TensorBoard events (step 0)."""
+    from mesh_t5.predictions import score_predictions
+
+    results = score_predictions(path, mixture_or_task_name, split)  # refuses a mismatched file first
+    report(f"{os.path.basename(path)} ({split})", results)
+    print(json.dumps(results, sort_keys=True), flush=True)
+    if output_dir:
+        writer = MetricWriter(output_dir)
+        try:
+            writer.write_scalars(0, results)
+        finally:
+            writer.close()
+        write_results(output_dir, 0, results)
     return results
 
 
@@ -111,13 +189,34 @@ _CONFIGURABLE: list[Any] = []
 
 def main(argv: Sequence[str]) -> int:
     """Runs `mesh-t5 eval`; returns the exit status."""
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--predictions", default=None)
+    own.add_argument("--checkpoint", action="append", default=None)
+    flags, argv = own.parse_known_args(list(argv))
+    if not _CONFIGURABLE:
+        with gin.unlock_config():  # an earlier command in this process may have locked it
+            _CONFIGURABLE.append(gin.external_configurable(evaluate_checkpoints, "evaluate_checkpoints"))
+    if flags.predictions is not None:
+        if flags.checkpoint:
+            raise UserError("give either --predictions=FILE (no model) or --checkpoint=DIR, not both")
+        rest, bindings = gin_utils.split_gin_bindings(argv)
+        parser = argparse.ArgumentParser(prog="mesh-t5 eval", description=HELP)
+        gin_utils.add_gin_flags(parser)
+        args = parser.parse_args(rest)
+        gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
+        evaluate_predictions_file(
+            flags.predictions,
+            str(gin_utils.query_macro("MIXTURE_OR_TASK_NAME")),
+            str(gin_utils.query_macro("SPLIT", required=False) or "validation"),
+            gin_utils.query_macro("EVAL_OUTPUT_DIR", required=False),
+        )
+        return 0
     try:
         args, bindings = parse_args("mesh-t5 eval", HELP, argv)
     except SystemExit as e:
         return int(e.code or 0)
-    if not _CONFIGURABLE:
-        with gin.unlock_config():  # an earlier command in this process may have locked it
-            _CONFIGURABLE.append(gin.external_configurable(evaluate_checkpoints, "evaluate_checkpoints"))
+    if flags.checkpoint:
+        bindings = [*bindings, f"CHECKPOINT_PATH = {','.join(flags.checkpoint)!r}"]
     configure(args, bindings, REQUIRED_MACROS)
     output = call(_CONFIGURABLE[0])
     return 0 if output else 1

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mesh_t5 import gin_utils
+from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
 from mesh_t5.errors import UserError
 
 
@@ -19,8 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
     gin_utils.add_gin_flags(parser)
     parser.add_argument(
         "--checkpoint",
+        action="append",
         default=None,
-        help="mesh_t5 model/training dir or Hugging Face T5 dir (or --gin.CHECKPOINT_PATH)",
+        help="mesh_t5 model/training dir or Hugging Face T5 dir (or --gin.CHECKPOINT_PATH); repeat it, or "
+        "separate dirs by commas, to export an ensemble (mean per-token log-probabilities)",
     )
     parser.add_argument("--output_dir", default=None, help="new or empty directory for the SavedModel")
     parser.add_argument("--beam_size", type=int, default=1, help="1 = greedy (default), else beam search")
@@ -49,7 +52,8 @@ def main(argv: Sequence[str]) -> int:
         gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
         checkpoint = checkpoint or gin_utils.query_macro("CHECKPOINT_PATH", required=False)
         output_dir = output_dir or gin_utils.query_macro("EXPORT_DIR", required=False)
-    if not checkpoint:
+    checkpoints = split_checkpoints(checkpoint)
+    if not checkpoints:
         raise UserError("no model given; pass --checkpoint=DIR (or --gin.CHECKPOINT_PATH=DIR)")
     if not output_dir:
         raise UserError("no output directory given; pass --output_dir=DIR")
@@ -60,7 +64,9 @@ def main(argv: Sequence[str]) -> int:
 
     export.check_output_dir(str(output_dir))
     vocabulary = load_vocabulary(args.vocab) if args.vocab else None
-    model = T5Model.from_pretrained(str(checkpoint))
+    models = [T5Model.from_pretrained(c) for c in checkpoints]
+    check_ensemble(models, checkpoints)
+    model = models[0]
     path = export.export_saved_model(
         model,
         str(output_dir),
@@ -70,6 +76,7 @@ def main(argv: Sequence[str]) -> int:
         alpha=args.alpha,
         vocabulary=vocabulary,
         platforms=args.platforms.split(",") if args.platforms else None,
+        ensemble=models[1:],
     )
     print(f"wrote SavedModel to {path} (signatures: serving_default, score)", file=sys.stderr)
     return 0

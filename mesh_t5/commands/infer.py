@@ -5,6 +5,12 @@ Inputs come from a file (JSONL objects with "inputs" and optional "targets"; TSV
 Results go to a JSONL file, one object per example: predict mode writes inputs, targets (when
 known), outputs and score (summed log-probability; divided by the length penalty under beam
 search); score mode writes inputs, targets and score (log-likelihood of the targets incl. EOS).
+With --task, each object also has "task" and "index" (the example's position in the split), which
+`mesh-t5 eval --predictions=FILE` uses to match predictions to targets.
+
+Several checkpoints (`--checkpoint=A --checkpoint=B`, or `--checkpoint=A,B`) are an ensemble: every
+decoding step and every score uses the mean of the members' per-token log-probabilities (the paper's
+Table 13); the members must share one config and vocabulary.
 
 Every flag can also be bound by gin as `infer.<flag>` (`--gin.infer.beam_size=4`, or in a
 `--gin_file`); a flag on the command line wins over gin.
@@ -22,6 +28,7 @@ from typing import Any
 import gin
 
 from mesh_t5 import gin_utils
+from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
 from mesh_t5.errors import UserError
 
 MODES = ("predict", "score")
@@ -29,7 +36,7 @@ MODES = ("predict", "score")
 
 @gin.configurable("infer")
 def settings(
-    checkpoint: str | None = None,
+    checkpoint: str | list[str] | None = None,
     mode: str = "predict",
     input_file: str | None = None,
     task: str | None = None,
@@ -59,7 +66,8 @@ _TYPES = {"overwrite": bool, "batch_size": int, "max_input_length": int, "max_ta
           "max_decode_length": int, "beam_size": int, "alpha": float, "temperature": float, "top_k": int,
           "top_p": float, "seed": int, "limit": int}  # fmt: skip
 _HELP = {
-    "checkpoint": "a mesh_t5 model/training dir or a Hugging Face T5 dir",
+    "checkpoint": "a mesh_t5 model/training dir or a Hugging Face T5 dir; repeat it (or separate dirs by "
+    "commas) for an ensemble",
     "mode": "predict (decode outputs) or score (log-likelihood of given targets)",
     "input_file": "JSONL ({'inputs', 'targets'}), TSV (inputs[\\ttargets]) or text (one input per line)",
     "task": "a registered task whose split to run (instead of --input_file)",
@@ -92,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in _HELP.items():
         if name == "overwrite":
             parser.add_argument("--overwrite", action="store_true", default=None, help=text)
+        elif name == "checkpoint":
+            parser.add_argument("--checkpoint", action="append", default=None, help=text)
         else:
             parser.add_argument(f"--{name}", type=_TYPES.get(name, str), default=None, help=text)
     return parser
@@ -140,8 +150,8 @@ def _read_task(name: str, split: str, vocab: Any) -> tuple[list[dict[str, Any]],
         raise UserError(f"task {name!r} has no inputs feature; infer needs inputs to condition on")
     vocab = vocab or task.output_features["inputs"].vocabulary
     examples = []
-    for ex in data.eval_examples(task, split):
-        row: dict[str, Any] = {"input_ids": [int(t) for t in ex["inputs"]]}
+    for index, ex in enumerate(data.eval_examples(task, split)):
+        row: dict[str, Any] = {"task": name, "index": index, "input_ids": [int(t) for t in ex["inputs"]]}
         row["inputs"] = ex.get("inputs_pretokenized") or vocab.decode(row["input_ids"])
         if "targets" in ex:
             row["target_ids"] = [int(t) for t in ex["targets"]]
@@ -185,7 +195,8 @@ def main(argv: Sequence[str]) -> int:
     s = resolve_settings(argv)
     if s["mode"] not in MODES:
         raise UserError(f"--mode={s['mode']!r} is unknown; use predict or score")
-    if not s["checkpoint"]:
+    checkpoints = split_checkpoints(s["checkpoint"])
+    if not checkpoints:
         raise UserError("no model given; pass --checkpoint=DIR (a mesh_t5 or Hugging Face T5 dir)")
     if (s["input_file"] is None) == (s["task"] is None):
         raise UserError("give exactly one of --input_file=PATH and --task=NAME")
@@ -201,9 +212,12 @@ def main(argv: Sequence[str]) -> int:
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
     from mesh_t5.model import T5Model
 
-    model = T5Model.from_pretrained(
-        s["checkpoint"], mesh_shape=s["mesh_shape"], layout_rules=s["layout_rules"]
-    )
+    models = [
+        T5Model.from_pretrained(c, mesh_shape=s["mesh_shape"], layout_rules=s["layout_rules"])
+        for c in checkpoints
+    ]
+    check_ensemble(models, checkpoints)
+    model, params_list = models[0], [m.params for m in models]
     vocab = _load_vocab(s["vocab"], model)
     if s["task"] is not None:
         examples, vocab = _read_task(s["task"], s["split"], vocab)
@@ -211,7 +225,7 @@ def main(argv: Sequence[str]) -> int:
         examples = _read_file(s["input_file"])
     if vocab is None:
         raise UserError(
-            f"{s['checkpoint']} has no vocabulary; pass --vocab=byte or a SentencePiece .model file"
+            f"{checkpoints[0]} has no vocabulary; pass --vocab=byte or a SentencePiece .model file"
         )
     if s["limit"] is not None:
         examples = examples[: max(s["limit"], 0)]
@@ -227,13 +241,13 @@ def main(argv: Sequence[str]) -> int:
         if missing:
             raise UserError(f"score mode needs targets; {missing} of {len(examples)} examples have none")
         scores = inference.score_ids(
-            model.config, model.params, inputs, [ex["target_ids"] for ex in examples],
+            model.config, params_list, inputs, [ex["target_ids"] for ex in examples],
             max_target_length=s["max_target_length"], layout=model.layout, **common,
         )  # fmt: skip
         outputs = None
     else:
         ids, scores = inference.generate_ids(
-            model.config, [model.params], inputs, layout=model.layout,
+            model.config, params_list, inputs, layout=model.layout,
             max_decode_length=s["max_decode_length"], beam_size=s["beam_size"], alpha=s["alpha"],
             temperature=s["temperature"], top_k=s["top_k"], top_p=s["top_p"], seed=s["seed"], **common,
         )  # fmt: skip
@@ -242,7 +256,8 @@ def main(argv: Sequence[str]) -> int:
     out = _open_output(out_path, s["overwrite"])
     try:
         for i, ex in enumerate(examples):
-            record: dict[str, Any] = {"inputs": ex["inputs"]}
+            record: dict[str, Any] = {k: ex[k] for k in ("task", "index") if k in ex}
+            record["inputs"] = ex["inputs"]
             if "targets" in ex:
                 record["targets"] = ex["targets"]
             if outputs is not None:

@@ -28,9 +28,10 @@ def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
 
 
 def sequence_accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Returns {"sequence_accuracy": % of predicted strings equal to the target after stripping spaces}."""
+    """Returns {"sequence_accuracy": % of predicted strings exactly equal to their target} (T5: no
+    whitespace stripping, "a b " != "a b")."""
     _check(targets, predictions)
-    same = [str(t).strip() == str(p).strip() for t, p in zip(targets, predictions, strict=True)]
+    same = [t == p for t, p in zip(targets, predictions, strict=True)]
     return {"sequence_accuracy": 100.0 * float(np.mean(same))}
 
 

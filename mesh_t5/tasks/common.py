@@ -221,14 +221,18 @@ _DETERMINERS = {
 
 def wsc_simple(text: str, example: Mapping | None = None, is_target: bool = False) -> int:
     """Returns the label for a target; for a prediction, 1 if it names the example's referent (ignoring
-    case and determiners, either word set containing the other, a possessive only matching a possessive)."""
+    case and determiners, either word set containing the other, a possessive only matching a possessive),
+    -1 if it is empty once determiners are removed (T5)."""
     if is_target:
         return int(example["label"])  # type: ignore[index]
 
     def clean(s: str) -> str:
         return " ".join(w for w in s.strip().lower().split(" ") if w not in _DETERMINERS)
 
-    referent, prediction = clean(example["targets_pretokenized"]), clean(text)  # type: ignore[index]
+    prediction = clean(text)
+    if not prediction:  # empty or determiners only: neither label, so it cannot match label 0 by chance
+        return -1
+    referent = clean(example["targets_pretokenized"])  # type: ignore[index]
     if ("'" in prediction) != ("'" in referent):
         return 0
     p, r = set(prediction.split(" ")), set(referent.split(" "))

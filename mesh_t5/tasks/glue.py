@@ -165,7 +165,17 @@ def _register_super_glue() -> list[str]:
     return [*names, "super_glue_wsc_v102_simple_train", "super_glue_wsc_v102_simple_eval", "dpr_v001_simple"]
 
 
-GLUE_TASKS = _register_glue()
+def _register_wnli_simple() -> list[str]:
+    """T5's WNLI recast as WSC, for evaluation (the paper evaluates WNLI with a model trained on WSC/DPR)."""
+    add_tfds_task(
+        "glue_wnli_v002_simple_eval", f"glue/wnli:{GLUE_TFDS_VERSION}", ("validation", "test"),
+        [fmt.wnli_simple, *_TAIL], postprocess_fn=wsc_simple, metric_fns=[metrics.accuracy],
+        passthrough=("label",),
+    )  # fmt: skip
+    return ["glue_wnli_v002_simple_eval"]
+
+
+GLUE_TASKS = _register_glue() + _register_wnli_simple()
 SUPER_GLUE_TASKS = _register_super_glue()
 SUPERGLUE_TASKS = SUPER_GLUE_TASKS  # the earlier name
 

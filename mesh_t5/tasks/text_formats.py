@@ -191,6 +191,89 @@ def definite_pronoun_resolution_simple(ex: Example, ctx: Context) -> Example:
 definite_pronoun_resolution_simple.__name__ = "definite_pronoun_resolution_simple"
 
 
+_WNLI_PRONOUNS = {"he", "she", "they", "it", "her", "his", "their", "them", "him"}
+_END_PUNCT = re.compile(r"(\.|,|\?|\!)$")
+
+
+def _clean_words(text: str) -> list[str]:
+    """Lower-cased words of `text` split at single spaces, one trailing .,?! removed, empty ones dropped."""
+    return [w for w in (_END_PUNCT.sub("", w) for w in text.strip().lower().split(" ")) if w]
+
+
+def _prefix_in(hypothesis: list[str], words: list[str]) -> int:
+    """Returns how many leading `words`, joined, are a substring of the joined hypothesis."""
+    joined = " ".join(hypothesis)
+    for i in range(len(words)):
+        if " ".join(words[: i + 1]) not in joined:
+            return i
+    return len(words)
+
+
+def _wnli_candidate(premise: list[str], hypothesis: list[str]) -> tuple[int, str]:
+    """Returns (index in `premise` of the pronoun the hypothesis best replaces, the text replacing it).
+
+    Each pronoun scores the words around it that the hypothesis repeats (before + after); the first best
+    wins; the replacement is what the hypothesis has between those words (T5's heuristic, kept as it is,
+    including regex-unescaped words and "no words before" meaning "all words before")."""
+    best = None
+    for i, word in enumerate(premise):
+        if word not in _WNLI_PRONOUNS:
+            continue
+        before, after = premise[:i], premise[i + 1 :]
+        n_before = _prefix_in(hypothesis[::-1], before[::-1])
+        n_after = _prefix_in(hypothesis, after)
+        if best is None or n_before + n_after > best[0]:
+            best = (n_before + n_after, i, before[-n_before or len(before) :], after[:n_after])
+    if best is None:
+        raise ValueError("no pronoun")
+    score, index, pre, post = best
+    candidate = ""
+    if score:
+        text = " ".join(hypothesis)
+        m = (
+            re.search(" ".join([*pre, "(.+)", *post]), text)
+            or re.search(" ".join(["^(.+)", *post]), text)
+            or re.search(" ".join([*pre, "(.+)$"]), text)
+        )
+        candidate = m.group(1) if m else ""
+    return index, candidate
+
+
+def wnli_simple(ex: Example, ctx: Context) -> Example | None:
+    """GLUE WNLI recast as T5's simple WSC (evaluation only): "wsc: {sentence1 with the *pronoun*}" ->
+    the words of sentence2 that replace it ("The worm"), keeping the label for the wsc_simple postprocessor.
+
+    Examples without a pronoun, or whose candidate is not found in sentence2, are dropped (T5 raises)."""
+    premise, hypothesis = _text(ex["sentence1"]), _text(ex["sentence2"])
+    try:
+        index, candidate = _wnli_candidate(_clean_words(premise), _clean_words(hypothesis))
+    except ValueError:
+        return None
+    words = candidate.split(" ")
+    # A candidate that runs from the hypothesis' start to the referent starts again at its last article.
+    start = max([words.index(a) for a in ("a", "an", "the") if a in words] or [0])
+    pattern = "(" + " ".join(re.escape(w) + r"(?:\.|,|\?|\!)?" for w in words[start:]) + ")"
+    m = re.search(pattern, hypothesis, re.IGNORECASE)
+    if not m:
+        return None
+    target = m.group(1)
+    if target and target[-1] in ".,!?":
+        target = target[:-1]
+    # WSC targets are never possessive, even where the pronoun is ("his" -> "Bob").
+    target = target[:-1] if target.endswith("'") else target[:-2] if target.endswith("'s") else target
+    raw = premise.split(" ")
+    word = raw[index]
+    raw[index] = f"*{word[:-1]}* {word[-1]}" if word[-1] in ".,!?" else f"*{word}*"
+    return {
+        "inputs": "wsc: " + " ".join(raw),
+        "targets": target,
+        "premise": premise,
+        "hypothesis": hypothesis,
+        "label": int(ex.get("label", 0)),
+        "idx": ex.get("idx", -1),
+    }
+
+
 def rekey(key_map: Mapping[str, str]) -> Callable[[Example, Context], Example]:
     """Returns a preprocessor making {new: example[old]} (SuperGLUE AX-b: premise <- sentence1)."""
 
