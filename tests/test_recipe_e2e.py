@@ -6,6 +6,7 @@ spec, nothing downloaded), a tiny model and a few steps, every command in its ow
                     evaluating during training
     mesh-t5 eval    every task of the mixture that has a validation split: its loss and T5's metrics
     mesh-t5 infer   predictions for one task's validation split
+    mesh-t5 eval --predictions   scores them without a model, to the numbers `mesh-t5 eval` gave
 
 The GLUE and SuperGLUE chains run side by side (two cores) after the shared pre-training.
 """
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from mock_tfds import train_tiny_vocab
+from mock_tfds import NUM_EXAMPLES, train_tiny_vocab
 
 MOCK_CLI = str(Path(__file__).with_name("mock_tfds.py"))  # `mesh-t5` under tfds.testing.mock_data
 LENGTHS = "{'inputs': 64, 'targets': 8}"
@@ -97,8 +98,9 @@ def pretrained(env) -> Path:
 
 
 def _metrics_line(text: str, prefix: str) -> dict[str, float]:
-    """Returns {name: value} of the last line of `text` starting with `prefix` ("k v  k v ...")."""
-    lines = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+    """Returns {name: value} of the last line of `text` starting with `prefix` ("k v  k v ..."), not counting
+    the benchmark-average line that follows it."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(prefix) and " average " not in ln]
     assert lines, f"no line starting with {prefix!r} in:\n{text[-3000:]}"
     fields = lines[-1][len(prefix) :].split()
     return {k: float(v) for k, v in zip(fields[::2], fields[1::2], strict=True)}
@@ -134,13 +136,20 @@ def _recipe(
     evaluate = _cli(
         env, "eval", "--gin_file=runs/eval.gin", *common, f"--gin.CHECKPOINT_PATH='{model_dir}'",
         "--gin.BATCH_SIZE=4", "--gin.evaluate_checkpoints.max_batches=1",
-        "--gin.evaluate_checkpoints.max_decode_examples=4",
+        f"--gin.evaluate_checkpoints.max_decode_examples={NUM_EXAMPLES}",
     )  # fmt: skip
     infer = _cli(
         env, "infer", f"--checkpoint={model_dir}", f"--task={infer_task}", f"--output_file={predictions}",
-        "--max_decode_length=8", "--limit=4",
+        "--max_decode_length=8", "--max_input_length=64",
     )  # fmt: skip
-    return {"finetune": finetune, "eval": evaluate, "infer": infer, "predictions": predictions}
+    scored = _cli(env, "eval", f"--predictions={predictions}", f"--gin.MIXTURE_OR_TASK_NAME='{infer_task}'")
+    return {
+        "finetune": finetune,
+        "eval": evaluate,
+        "infer": infer,
+        "predictions": predictions,
+        "scored": scored,
+    }
 
 
 def test_pretrain_finetune_eval_infer_on_glue_and_super_glue(env, pretrained):
@@ -167,21 +176,58 @@ def test_pretrain_finetune_eval_infer_on_glue_and_super_glue(env, pretrained):
         # `mesh-t5 eval` prints every task's metrics for the last checkpoint.
         results = _metrics_line(out["eval"].stderr, f"step {FINETUNE_STEPS}: ")
         _check_mixture_results(results, expected, mixture)
-        # `mesh-t5 infer` writes predictions for the examples the evaluation decoded (the first 4).
+        # `mesh-t5 infer` writes predictions for the whole split (the examples the evaluation decoded).
         rows = [json.loads(line) for line in out["predictions"].read_text().splitlines()]
         prefix = {"glue_cola_v002": "cola sentence: ", "super_glue_boolq_v102": "boolq "}[infer_task]
         labels = {
             "glue_cola_v002": {"acceptable", "unacceptable"},
             "super_glue_boolq_v102": {"True", "False"},
         }
-        assert len(rows) == 4 and all(r["inputs"].startswith(prefix) for r in rows)
+        assert len(rows) == NUM_EXAMPLES and all(r["inputs"].startswith(prefix) for r in rows)
         assert all(r["targets"] in labels[infer_task] and isinstance(r["outputs"], str) for r in rows)
         assert all(math.isfinite(r["score"]) and r["score"] < 0 for r in rows)
         assert re.search(
-            rf"wrote 4 predict results to {re.escape(str(out['predictions']))}", out["infer"].stderr
+            rf"wrote {NUM_EXAMPLES} predict results to {re.escape(str(out['predictions']))}",
+            out["infer"].stderr,
         )
-        # ---- TO ADD AFTER MERGING THE METRICS HELPER'S BRANCH (issue 13 items 2-3) ----
-        # 1. `mesh-t5 eval --predictions=<the infer output> --gin.MIXTURE_OR_TASK_NAME=<infer_task>` must print
-        #    the same metric values as `results` gives for that task (on the same examples).
-        # 2. The GLUE / SuperGLUE average printed by `mesh-t5 eval` must equal the hand-computed mean of
-        #    `results` (a task with two metrics averaged first, as T5's eval_utils and the paper do).
+        # `mesh-t5 eval --predictions` scores infer's file, without a model, to the numbers `mesh-t5 eval` gave.
+        scored = json.loads(out["scored"].stdout.strip().splitlines()[-1])
+        names = [f"{infer_task}/{name}" for name in expected[infer_task]]
+        assert sorted(scored) == sorted(names)
+        for name in names:
+            assert scored[name] == pytest.approx(results[name], nan_ok=True), name
+        # The paper's summary column: the mean over T5's task groups, a two-metric task averaged first.
+        average = _average_line(out["eval"].stderr, f"step {FINETUNE_STEPS}: ", AVERAGES[mixture][0])
+        assert average == pytest.approx(_hand_average(results, AVERAGES[mixture][1]), abs=0.006, nan_ok=True)
+
+
+# Each benchmark's groups as the paper's GLUE / SGLUE columns count them (T5's eval_utils.METRIC_NAMES):
+# WNLI and DPR are not in them; MNLI is matched and mismatched averaged.
+AVERAGES = {
+    "glue_v002_proportional": ("GLUE average", [
+        ["glue_cola_v002/matthews_corrcoef"], ["glue_sst2_v002/accuracy"],
+        ["glue_mrpc_v002/f1", "glue_mrpc_v002/accuracy"],
+        ["glue_stsb_v002/pearson_corrcoef", "glue_stsb_v002/spearman_corrcoef"],
+        ["glue_qqp_v002/f1", "glue_qqp_v002/accuracy"],
+        ["glue_mnli_matched_v002/accuracy", "glue_mnli_mismatched_v002/accuracy"],
+        ["glue_qnli_v002/accuracy"], ["glue_rte_v002/accuracy"],
+    ]),
+    "super_glue_v102_proportional": ("SuperGLUE average", [
+        ["super_glue_boolq_v102/accuracy"], ["super_glue_cb_v102/mean_3class_f1", "super_glue_cb_v102/accuracy"],
+        ["super_glue_copa_v102/accuracy"], ["super_glue_multirc_v102/f1", "super_glue_multirc_v102/exact_match"],
+        ["super_glue_record_v102/f1", "super_glue_record_v102/em"], ["super_glue_rte_v102/accuracy"],
+        ["super_glue_wic_v102/accuracy"], ["super_glue_wsc_v102_simple_eval/accuracy"],
+    ]),
+}  # fmt: skip
+
+
+def _hand_average(results: dict[str, float], groups: list[list[str]]) -> float:
+    group_means = [sum(results[k] for k in keys) / len(keys) for keys in groups]
+    return sum(group_means) / len(group_means)
+
+
+def _average_line(text: str, prefix: str, name: str) -> float:
+    """Returns the value after `name` on the last `prefix` line that has it ("step 4: GLUE average 47.53")."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(prefix) and f"{name} " in ln]
+    assert lines, f"no {name!r} line starting with {prefix!r} in:\n{text[-3000:]}"
+    return float(lines[-1].split(f"{name} ")[1].split()[0])
