@@ -10,7 +10,7 @@ from typing import Any
 import gin
 import jax
 
-from mesh_t5 import checkpoints, evaluation, layouts, network
+from mesh_t5 import checkpoints, evaluation, layouts, network, validate
 from mesh_t5 import train as train_lib
 from mesh_t5.commands.train import call, configure, parse_args
 from mesh_t5.config import T5Config
@@ -50,6 +50,10 @@ def _checkpoint_dirs(path: Path, steps: str | Sequence[int]) -> list[tuple[int, 
     elif isinstance(steps, str):
         raise UserError(f"steps={steps!r} is unknown; use 'latest', 'all' or a list of steps")
     else:
+        steps = [steps] if isinstance(steps, int) else steps
+        if not isinstance(steps, Sequence) or not steps:
+            raise UserError(f"steps={steps!r} is unknown; use 'latest', 'all' or a list of steps")
+        steps = [validate.integer(s, "evaluate_checkpoints.steps", minimum=0) for s in steps]
         missing = sorted(set(steps) - set(available))
         if missing:
             raise UserError(f"steps {missing} are not checkpoints of {path}; available: {available}")
@@ -75,21 +79,35 @@ def evaluate_checkpoints(
     output_dir: str | None = None,
 ) -> dict[int, dict[str, float]]:
     """Returns {step: results} for the chosen checkpoints (step -1: an exported model dir)."""
-    path = Path(checkpoint_path).absolute()
-    if not path.exists():
-        raise UserError(f"CHECKPOINT_PATH {path} does not exist")
+    path = Path(
+        validate.input_dir(checkpoint_path, "CHECKPOINT_PATH", "pass a training MODEL_DIR or a model dir")
+    ).absolute()
+    task_feature_lengths = validate.feature_lengths(task_feature_lengths)
+    validate.integer(batch_size, "BATCH_SIZE")
+    validate.integer(beam_size, "evaluate_checkpoints.beam_size")
+    validate.optional_integer(max_batches, "evaluate_checkpoints.max_batches")
+    validate.optional_integer(max_decode_examples, "evaluate_checkpoints.max_decode_examples", minimum=0)
+    if output_dir is not None:
+        validate.output_dir(output_dir, "evaluate_checkpoints.output_dir", empty=False)
     config_dir = path if (path / checkpoints.CONFIG_FILE).is_file() else path.parent.parent
+    if model_config is None and not (config_dir / checkpoints.CONFIG_FILE).is_file():
+        raise UserError(
+            f"CHECKPOINT_PATH {path} has no {checkpoints.CONFIG_FILE}; pass a training MODEL_DIR, one of its "
+            "checkpoints/<step> dirs or a model dir"
+        )
     config = model_config or checkpoints.read_config(config_dir)
+    validate.task_vocabularies_fit(evaluation._tasks_of(mixture_or_task_name), config.vocab_size)
     layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
     shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
     abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
+    chosen = _checkpoint_dirs(path, steps)
     eval_step_fn = train_lib.make_eval_step(config, layout)
     writer = MetricWriter(
         output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
     )
     results: dict[int, dict[str, float]] = {}
     try:
-        for step, directory in _checkpoint_dirs(path, steps):
+        for step, directory in chosen:
             params, saved_step, _ = checkpoints.load_params(directory, abstract, shardings)
             step = saved_step if step < 0 else step
             results[step] = evaluation.evaluate(

@@ -13,6 +13,7 @@ Every flag can also be bound by gin as `infer.<flag>` (`--gin.infer.beam_size=4`
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 import gin
 
-from mesh_t5 import gin_utils
+from mesh_t5 import gin_utils, validate
 from mesh_t5.errors import UserError
 
 MODES = ("predict", "score")
@@ -84,7 +85,7 @@ _HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog="mesh-t5 infer",
         description="Predict outputs for inputs (greedy, beam search or sampling), or score given targets.",
     )
@@ -99,33 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_file(path: str) -> list[dict[str, str]]:
     """Returns [{"inputs": ..., "targets"?: ...}] from a JSONL, TSV or text file."""
-    if not os.path.isfile(path):
-        raise UserError(f"--input_file {path} does not exist")
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if path.endswith((".jsonl", ".json")):
-                if not line.strip():
-                    continue
-                try:
-                    ex = json.loads(line)
-                except json.JSONDecodeError:
-                    raise UserError(f"{path}:{n} is not valid JSON; write one object per line") from None
-                if not isinstance(ex, dict) or not isinstance(ex.get("inputs"), str):
-                    raise UserError(
-                        f'{path}:{n} has no string "inputs"; write {{"inputs": ..., "targets": ...}}'
-                    )
-                examples.append({k: str(ex[k]) for k in ("inputs", "targets") if k in ex})
-            elif path.endswith(".tsv"):
-                fields = line.split("\t")
-                if len(fields) > 2:
-                    raise UserError(
-                        f"{path}:{n} has {len(fields)} tab-separated fields; write inputs[TAB targets]"
-                    )
-                examples.append(dict(zip(("inputs", "targets"), fields, strict=False)))
-            else:
-                examples.append({"inputs": line})
+    text = validate.read_text(path, "--input_file")
+    for n, line in enumerate(io.StringIO(text, newline=None), 1):  # universal newlines, as open()
+        line = line.rstrip("\n")
+        if path.endswith((".jsonl", ".json")):
+            if not line.strip():
+                continue
+            try:
+                ex = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{n} is not valid JSON; write one object per line") from None
+            if not isinstance(ex, dict) or not isinstance(ex.get("inputs"), str):
+                raise UserError(f'{path}:{n} has no string "inputs"; write {{"inputs": ..., "targets": ...}}')
+            examples.append({k: str(ex[k]) for k in ("inputs", "targets") if k in ex})
+        elif path.endswith(".tsv"):
+            fields = line.split("\t")
+            if len(fields) > 2:
+                raise UserError(
+                    f"{path}:{n} has {len(fields)} tab-separated fields; write inputs[TAB targets]"
+                )
+            examples.append(dict(zip(("inputs", "targets"), fields, strict=False)))
+        else:
+            examples.append({"inputs": line})
     return examples
 
 
@@ -156,16 +153,20 @@ def _load_vocab(spec: str | None, model: Any) -> Any:
 
     if spec is None:
         return model.get_vocabulary() if model.vocab_path else None
-    if spec not in vocab_lib.BYTE_VOCABULARY_NAMES and not os.path.isfile(spec):
-        raise UserError(f"vocabulary {spec} does not exist; pass --vocab=byte or a SentencePiece .model file")
     return vocab_lib.load_vocabulary(spec)
+
+
+def _check_vocab_spec(spec: str | None) -> None:
+    from mesh_t5.vocab import BYTE_VOCABULARY_NAMES
+
+    if spec is not None and spec not in BYTE_VOCABULARY_NAMES:
+        validate.input_file(spec, "--vocab", "pass --vocab=byte or a SentencePiece .model file")
 
 
 def _open_output(path: str | None, overwrite: bool) -> Any:
     if path is None or path == "-":
         return sys.stdout
-    if os.path.exists(path) and not overwrite:
-        raise UserError(f"--output_file {path} exists; pass --overwrite to replace it or pick another path")
+    validate.output_file(path, "--output_file", overwrite=overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return open(path, "w", encoding="utf-8")
 
@@ -181,6 +182,27 @@ def resolve_settings(argv: Sequence[str]) -> dict[str, Any]:
     return values
 
 
+def _check_settings(s: dict[str, Any]) -> None:
+    """Refuses (one line) the settings no run can use, before anything loads."""
+    validate.input_dir(s["checkpoint"], "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
+    for name in ("batch_size", "max_input_length", "max_target_length"):
+        validate.integer(s[name], f"--{name}")
+    validate.optional_integer(s["limit"], "--limit", minimum=0)
+    validate.integer(s["seed"], "--seed", minimum=0)
+    validate.decode_options(
+        s["max_decode_length"], s["beam_size"], s["alpha"], s["temperature"], s["top_k"], s["top_p"]
+    )
+    _check_vocab_spec(s["vocab"])
+    if s["input_file"] is not None:
+        validate.input_file(s["input_file"], "--input_file")
+    from mesh_t5 import layouts  # (imports jax, but touches no device)
+
+    if s["mesh_shape"] is not None:
+        layouts.parse_mesh_shape(validate.text(s["mesh_shape"], "--mesh_shape"))
+    if s["layout_rules"] is not None:
+        layouts.parse_layout_rules(validate.text(s["layout_rules"], "--layout_rules"))
+
+
 def main(argv: Sequence[str]) -> int:
     s = resolve_settings(argv)
     if s["mode"] not in MODES:
@@ -189,14 +211,12 @@ def main(argv: Sequence[str]) -> int:
         raise UserError("no model given; pass --checkpoint=DIR (a mesh_t5 or Hugging Face T5 dir)")
     if (s["input_file"] is None) == (s["task"] is None):
         raise UserError("give exactly one of --input_file=PATH and --task=NAME")
-    for name in ("batch_size", "max_input_length", "max_target_length"):
-        if s[name] < 1:
-            raise UserError(f"--{name}={s[name]} must be >= 1")
+    _check_settings(s)
     out_path = s["output_file"]
-    if out_path not in (None, "-") and os.path.exists(out_path) and not s["overwrite"]:
-        raise UserError(
-            f"--output_file {out_path} exists; pass --overwrite to replace it or pick another path"
-        )
+    if out_path not in (None, "-"):
+        validate.output_file(out_path, "--output_file", overwrite=bool(s["overwrite"]))
+    # Read the input before loading the model: a bad file costs no model load.
+    examples = _read_file(s["input_file"]) if s["input_file"] is not None else None
 
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
     from mesh_t5.model import T5Model
@@ -207,14 +227,13 @@ def main(argv: Sequence[str]) -> int:
     vocab = _load_vocab(s["vocab"], model)
     if s["task"] is not None:
         examples, vocab = _read_task(s["task"], s["split"], vocab)
-    else:
-        examples = _read_file(s["input_file"])
     if vocab is None:
         raise UserError(
             f"{s['checkpoint']} has no vocabulary; pass --vocab=byte or a SentencePiece .model file"
         )
+    validate.vocabulary_fits(vocab, model.config.vocab_size, "the vocabulary")
     if s["limit"] is not None:
-        examples = examples[: max(s["limit"], 0)]
+        examples = examples[: s["limit"]]
     for ex in examples:
         ex.setdefault("input_ids", inference.tokenize(vocab, [ex["inputs"]])[0])
         if "targets" in ex:

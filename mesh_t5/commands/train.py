@@ -10,7 +10,7 @@ from typing import Any
 
 import gin
 
-from mesh_t5 import gin_utils, optim
+from mesh_t5 import gin_utils, optim, validate
 from mesh_t5 import train as train_lib
 from mesh_t5.errors import UserError
 
@@ -63,7 +63,7 @@ def register_configurables() -> None:
 def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """Returns (argparse namespace with gin_file/gin_search_paths, gin bindings)."""
     rest, bindings = gin_utils.split_gin_bindings(argv)
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog=prog, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     gin_utils.add_gin_flags(parser)
