@@ -140,7 +140,9 @@ class T5Model:
                     "this model has no vocabulary (no spiece.model / vocab file beside it); pass "
                     "vocabulary=mesh_t5.vocab.SentencePieceVocabulary(path) or ByteVocabulary() to T5Model"
                 )
-            self.vocabulary = load_vocabulary(self.vocab_path)
+            vocabulary = load_vocabulary(self.vocab_path)
+            validate.vocabulary_fits(vocabulary, self.config.vocab_size, f"vocabulary {self.vocab_path}")
+            self.vocabulary = vocabulary
         return self.vocabulary
 
     def generate_tokens(

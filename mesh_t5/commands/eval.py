@@ -97,7 +97,11 @@ def evaluate_checkpoints(
         )
     config = model_config or checkpoints.read_config(config_dir)
     validate.task_vocabularies_fit(evaluation._tasks_of(mixture_or_task_name), config.vocab_size)
-    layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
+    layout = (
+        layouts.make_layout(mesh_shape, layout_rules)
+        if (mesh_shape or layout_rules or jax.device_count() > 1)
+        else None
+    )
     shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
     abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
     chosen = _checkpoint_dirs(path, steps)

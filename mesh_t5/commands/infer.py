@@ -130,11 +130,7 @@ def _read_task(name: str, split: str, vocab: Any) -> tuple[list[dict[str, Any]],
     """Returns ([{"inputs", "targets"?, "input_ids", "target_ids"?}], the task's targets vocabulary)."""
     from mesh_t5 import data
 
-    task = data.get_mixture_or_task(name)
-    if not isinstance(task, data.Task):
-        raise UserError(f"{name!r} is a mixture; run each of its tasks")
-    if "inputs" not in task.output_features:
-        raise UserError(f"task {name!r} has no inputs feature; infer needs inputs to condition on")
+    task = data.get_mixture_or_task(name)  # a Task with inputs: checked by _check_settings
     vocab = vocab or task.output_features["inputs"].vocabulary
     examples = []
     for ex in data.eval_examples(task, split):
@@ -195,12 +191,21 @@ def _check_settings(s: dict[str, Any]) -> None:
     _check_vocab_spec(s["vocab"])
     if s["input_file"] is not None:
         validate.input_file(s["input_file"], "--input_file")
-    from mesh_t5 import layouts  # (imports jax, but touches no device)
+    if s["task"] is not None:
+        from mesh_t5 import data
 
-    if s["mesh_shape"] is not None:
-        layouts.parse_mesh_shape(validate.text(s["mesh_shape"], "--mesh_shape"))
-    if s["layout_rules"] is not None:
-        layouts.parse_layout_rules(validate.text(s["layout_rules"], "--layout_rules"))
+        task = data.get_mixture_or_task(s["task"])
+        if not isinstance(task, data.Task):
+            raise UserError(f"{s['task']!r} is a mixture; run each of its tasks")
+        if "inputs" not in task.output_features:
+            raise UserError(f"task {s['task']!r} has no inputs feature; infer needs inputs to condition on")
+    if s["mesh_shape"] is not None or s["layout_rules"] is not None:
+        from mesh_t5 import layouts  # imports jax: only when a layout is asked for
+
+        for name in ("mesh_shape", "layout_rules"):
+            if s[name] is not None:
+                validate.text(s[name], f"--{name}")
+        layouts.make_layout(s["mesh_shape"], s["layout_rules"])  # the mesh must fit the devices
 
 
 def main(argv: Sequence[str]) -> int:
@@ -215,8 +220,13 @@ def main(argv: Sequence[str]) -> int:
     out_path = s["output_file"]
     if out_path not in (None, "-"):
         validate.output_file(out_path, "--output_file", overwrite=bool(s["overwrite"]))
-    # Read the input before loading the model: a bad file costs no model load.
+    # Read the input and the vocabulary before loading the model: a bad file costs no model load.
     examples = _read_file(s["input_file"]) if s["input_file"] is not None else None
+    if s["mode"] == "score" and examples is not None:
+        missing = sum("targets" not in ex for ex in examples)
+        if missing:
+            raise UserError(f"score mode needs targets; {missing} of {len(examples)} examples have none")
+    vocab = _load_vocab(s["vocab"], None) if s["vocab"] is not None else None
 
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
     from mesh_t5.model import T5Model
@@ -224,7 +234,8 @@ def main(argv: Sequence[str]) -> int:
     model = T5Model.from_pretrained(
         s["checkpoint"], mesh_shape=s["mesh_shape"], layout_rules=s["layout_rules"]
     )
-    vocab = _load_vocab(s["vocab"], model)
+    if vocab is None:
+        vocab = _load_vocab(None, model)
     if s["task"] is not None:
         examples, vocab = _read_task(s["task"], s["split"], vocab)
     if vocab is None:
