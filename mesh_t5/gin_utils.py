@@ -102,7 +102,9 @@ def _search_paths(extra: str | Sequence[str]) -> list[str]:
     paths = [p for p in (extra.split(",") if isinstance(extra, str) else extra) if p]
     for p in paths:
         if not os.path.isdir(p):
-            raise UserError(f"--gin_search_paths entry {p!r} is not a directory")
+            raise UserError(
+                f"--gin_search_paths entry {p!r} is not a directory; pass existing directories, comma-separated"
+            )
     return [*paths, str(PACKAGE_GIN_DIR), os.getcwd()]
 
 
@@ -164,11 +166,15 @@ def _first_line(error: BaseException) -> str:
         return f"gin macro {unset_macro.group(1)} is not set; pass --gin.{unset_macro.group(1)}=VALUE"
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
+    advice = "" if "; " in message else "; fix the gin file or --gin flag named here"
+    unknown = re.search(r"No configurable matching reference '@?([^'()]+)", message)
+    if unknown:
+        message, advice = f"no configurable named {unknown.group(1)!r}", "; check its spelling"
     # gin appends "In file ..., line ..." on a later line: keep where it came from.
     where = next(
         (line.strip() for line in text[1:] if line.strip().startswith(("In file", "In bindings"))), ""
     )
-    return f"{message} ({where})" if where else message
+    return f"{message} ({where}){advice}" if where else message + advice
 
 
 def query_macro(name: str, required: bool = True) -> object:

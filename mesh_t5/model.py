@@ -70,6 +70,10 @@ class T5Model:
     ) -> T5Model:
         """Returns the model in a Hugging Face T5 dir or a mesh_t5 model/training dir."""
         path = validate.input_dir(path, "model path", "pass a Hugging Face T5 dir or a mesh_t5 model dir")
+        if not hf.is_hf_dir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+            raise UserError(
+                f"model path {path} holds no config.json; pass a Hugging Face T5 dir or a mesh_t5 model dir"
+            )
         if hf.is_hf_dir(path):
             config, params, vocab_path = hf.load_hf(path)
         else:
@@ -115,7 +119,9 @@ class T5Model:
         batch: dict[str, Any] = {"decoder_input_tokens": decoder}
         if self.config.has_encoder:
             if encoder_input_tokens is None:
-                raise UserError(f"architecture={self.config.architecture} needs encoder_input_tokens")
+                raise UserError(
+                    f"architecture={self.config.architecture} needs encoder_input_tokens; pass them first"
+                )
             encoder = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", vocab_size)  # [B, S]
             if encoder.shape[0] != decoder.shape[0]:
                 raise UserError(
@@ -200,10 +206,16 @@ class T5Model:
         """
         from mesh_t5 import export
 
-        export.check_output_dir(path)  # before the vocabulary loads
+        # The arguments first: loading the vocabulary may fail for its own reason.
+        export.check_output_dir(path)
+        export.check_arguments(
+            beam_size, max_decode_length, options.get("max_input_length", 512), options.get("alpha", 0.6),
+            options.get("platforms"),
+        )  # fmt: skip
+        vocabulary = options.pop("vocabulary", None) or self.get_vocabulary()
         return export.export_saved_model(
             self, os.fspath(path), beam_size=beam_size, max_decode_length=max_decode_length,
-            vocabulary=options.pop("vocabulary", None) or self.get_vocabulary(), **options,
+            vocabulary=vocabulary, **options,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ saving

@@ -433,6 +433,14 @@ def train(
     from mesh_t5.logging_utils import MetricWriter, Progress
 
     task_feature_lengths = _check_arguments(**locals())
+    check_settings(
+        StepSettings(
+            num_microbatches=num_microbatches, loss_normalizer=loss_normalizer,
+            finetune_method=finetune_method, unfreeze_every=unfreeze_every,
+        ),
+        model_config,
+        batch_size,
+    )  # fmt: skip
     if restore_mode not in ("latest", "specific"):
         raise UserError(
             f"restore_mode={restore_mode!r} is unknown; use 'latest' or 'specific' (with restore_step)"
@@ -513,7 +521,6 @@ def train(
         z_loss=z_loss, label_smoothing=label_smoothing, finetune_method=finetune_method,
         unfreeze_every=unfreeze_every, finetune_start_step=int(meta.get("finetune_start_step", 0)), seed=seed,
     )  # fmt: skip
-    check_settings(settings, model_config, batch_size)
     if "data" in meta:
         dataset.set_state(meta["data"])
 

@@ -128,7 +128,7 @@ def _nearest_existing(path: str) -> str:
     return parent
 
 
-def input_file(path: Any, name: str, hint: str = "") -> str:
+def input_file(path: Any, name: str, hint: str = "pass the path of an existing file") -> str:
     """Returns path if it names a readable regular file (a directory or a missing path is refused)."""
     path = _path(path, name)
     what = f"{name} {path}"
@@ -141,7 +141,7 @@ def input_file(path: Any, name: str, hint: str = "") -> str:
     return path
 
 
-def input_dir(path: Any, name: str, hint: str = "") -> str:
+def input_dir(path: Any, name: str, hint: str = "pass the path of an existing directory") -> str:
     """Returns path if it names a readable directory."""
     path = _path(path, name)
     what = f"{name} {path}"
@@ -252,7 +252,10 @@ def token_ids(tokens: Any, name: str, vocab_size: int) -> np.ndarray:
         )
     if array.size and (array.min() < 0 or array.max() >= vocab_size):
         bad = array.min() if array.min() < 0 else array.max()
-        raise UserError(f"{name} holds token id {bad}, outside the model's vocabulary [0, {vocab_size})")
+        raise UserError(
+            f"{name} holds token id {bad}, outside the model's vocabulary [0, {vocab_size}); "
+            "pass ids of the model's own vocabulary"
+        )
     return array.astype(np.int32)
 
 

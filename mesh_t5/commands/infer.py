@@ -225,7 +225,9 @@ def main(argv: Sequence[str]) -> int:
     if s["mode"] == "score" and examples is not None:
         missing = sum("targets" not in ex for ex in examples)
         if missing:
-            raise UserError(f"score mode needs targets; {missing} of {len(examples)} examples have none")
+            raise UserError(
+                f"score mode needs targets; {missing} of {len(examples)} examples have none (give inputs<TAB>targets)"
+            )
     vocab = _load_vocab(s["vocab"], None) if s["vocab"] is not None else None
 
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
@@ -255,7 +257,9 @@ def main(argv: Sequence[str]) -> int:
     if s["mode"] == "score":
         missing = sum("target_ids" not in ex for ex in examples)
         if missing:
-            raise UserError(f"score mode needs targets; {missing} of {len(examples)} examples have none")
+            raise UserError(
+                f"score mode needs targets; {missing} of {len(examples)} examples have none (give inputs<TAB>targets)"
+            )
         scores = inference.score_ids(
             model.config, model.params, inputs, [ex["target_ids"] for ex in examples],
             max_target_length=s["max_target_length"], layout=model.layout, **common,

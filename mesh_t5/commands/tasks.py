@@ -46,7 +46,9 @@ def main(argv: list[str]) -> int:
     try:
         pattern = re.compile(args.pattern)
     except re.error as e:
-        raise UserError(f"pattern {args.pattern!r} is not a regular expression: {e}") from None
+        raise UserError(
+            f"pattern {args.pattern!r} is not a regular expression ({e}); pass a Python regex such as ^glue_"
+        ) from None
     tasks = [n for n in data.list_tasks() if pattern.search(n)]
     mixtures = [n for n in data.list_mixtures() if pattern.search(n)]
     width = max(map(len, tasks + mixtures), default=4)

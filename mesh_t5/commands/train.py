@@ -70,7 +70,7 @@ def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse
     args, unknown = parser.parse_known_args(rest)
     if unknown:
         raise UserError(
-            f"unknown flag {unknown[0]!r}; flags are --gin_file, --gin_search_paths and --gin.NAME=VALUE"
+            f"unknown flag {unknown[0]!r}; use --gin_file, --gin_search_paths or --gin.NAME=VALUE"
         )
     if not args.gin_file:
         raise UserError(
