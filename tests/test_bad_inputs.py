@@ -6,6 +6,7 @@ seconds; a few run as real subprocesses to prove what a shell sees.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -16,13 +17,13 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_params
 
-from mesh_t5 import cli, data
+from mesh_t5 import cli, data, gin_utils
 from mesh_t5.data import preprocessors as pp
 from mesh_t5.errors import UserError
 from mesh_t5.model import T5Model
 from mesh_t5.vocab import ByteVocabulary
 
-COPY, EMPTY = "bad_inputs_copy", "bad_inputs_empty"
+COPY, EMPTY, MIXTURE = "bad_inputs_copy", "bad_inputs_empty", "bad_inputs_mixture"
 # Words of a one-line error that tell the user what to do.
 ADVICE = (
     "pass", "pick", "use", "must", "give", "set", "write", "check", "fix", "convert", "lists", "drop", "make",
@@ -44,6 +45,7 @@ def root(tmp_path_factory) -> Path:
             name, data.FunctionSource(fn), [pp.tokenize, pp.append_eos_after_trim],
             {"inputs": data.Feature(vocab), "targets": data.Feature(vocab)}, overwrite=True,
         )  # fmt: skip
+    data.MixtureRegistry.add(MIXTURE, [(COPY, 1.0)], overwrite=True)
     r = tmp_path_factory.mktemp("bad_inputs")
     (r / "byte").write_text("")  # a model's vocab file named "byte" is the byte vocabulary (359 ids)
     config = tiny_config(vocab_size=128)  # smaller than the byte vocabulary: a mismatched pair
@@ -62,6 +64,9 @@ def root(tmp_path_factory) -> Path:
     (r / "badtasks.py").write_text("raise RuntimeError('boom in my task module')\n")
     (r / "badtasks.gin").write_text("import badtasks\n")
     (r / "bad.gin").write_text("train.batch_size = = 3\n")
+    (r / "run" / "checkpoints").mkdir(parents=True)  # a training MODEL_DIR before its first checkpoint
+    (r / "run" / "config.json").write_text(json.dumps(tiny_config(vocab_size=512).to_dict()))
+    (r / "readonly").mkdir()
     return r
 
 
@@ -119,6 +124,8 @@ CLI_CASES = [
     (TRAIN + "--gin.TRAIN_STEPS=12abc", "TRAIN_STEPS='12abc' must be an integer"),
     (TRAIN + "--gin.TRAIN_STEPS=2.5", "TRAIN_STEPS=2.5 must be an integer"),
     (TRAIN + "--gin.TRAIN_STEPS=0", "TRAIN_STEPS=0 must be >= 1"),
+    (TRAIN + "--gin.TRAIN_STEPS=True", "TRAIN_STEPS=True must be an integer"),
+    (TRAIN + "--gin.MODEL_DIR=", "MODEL_DIR='' must be a path"),
     (TRAIN + "--gin.BATCH_SIZE=-4", "BATCH_SIZE=-4 must be >= 1"),
     (TRAIN + "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 0, 'targets': 8}}\"", "['inputs']=0 must be >= 1"),
     (TRAIN + "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': -1, 'targets': 8}}\"", "['inputs']=-1 must be >= 1"),
@@ -161,6 +168,7 @@ CLI_CASES = [
     (EVAL + "--gin.evaluate_checkpoints.beam_size=0", "beam_size=0 must be >= 1"),
     (EVAL + "--gin.evaluate_checkpoints.output_dir={r}/afile", "output_dir {r}/afile is a file"),
     (EVAL + "--gin.MIXTURE_OR_TASK_NAME=no_such_task", "unknown task or mixture 'no_such_task'"),
+    (EVAL + "--gin.CHECKPOINT_PATH={r}/run", "has no checkpoints yet"),
     (EVAL, "vocabulary has 259 ids but the model's vocab_size is 128"),
     # infer
     ("infer --input_file={r}/in.txt", "no model given"),
@@ -201,6 +209,7 @@ CLI_CASES = [
     (INFER + "--mesh_shape=data:3", "has 3 devices but"),
     (INFER + "--layout_rules=foo:data", "unknown logical axis 'foo'"),
     ("infer --checkpoint={r}/model --task=no_such_task", "unknown task or mixture 'no_such_task'"),
+    (f"infer --checkpoint={{r}}/model --task={MIXTURE}", "is a mixture; pass one of its tasks"),
     (INFER, "has 359 ids but the model's vocab_size is 128"),
     # export
     ("export --output_dir={r}/saved", "no model given"),
@@ -277,6 +286,46 @@ def test_cli_mistake_is_one_line_and_writes_nothing(root, capsys, monkeypatch, a
     line = check_line(err, needle.format(r=root))
     assert line.startswith("mesh-t5")
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        TRAIN + "--gin.MODEL_DIR={r}/readonly",
+        TRAIN + "--gin.MODEL_DIR={r}/readonly/run",
+        EXPORT + "--output_dir={r}/readonly/saved",
+        CONVERT + "--output_dir={r}/readonly/converted",
+        INFER + "--output_file={r}/readonly/out.jsonl",
+        "demo --quick --output_dir={r}/readonly",
+    ],
+    ids=["train MODEL_DIR", "train MODEL_DIR inside", "export", "convert", "infer", "demo"],
+)
+def test_read_only_output_is_one_line(root, capsys, monkeypatch, argv):
+    # The suite may run as root, for whom permission bits do not stop writes: report `readonly`
+    # as the kernel would for an ordinary user (or a read-only mount).
+    real_access = os.access
+    readonly = str(root / "readonly")
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode: False if os.fspath(p) == readonly and mode & os.W_OK else real_access(p, mode),
+    )
+    before = snapshot(root)
+    code = cli.main(shlex.split(argv.format(r=root)))
+    assert code == 2
+    check_line(capsys.readouterr().err, "is not writable")
+    assert snapshot(root) == before
+
+
+def test_gin_references_on_the_command_line_stay_references():
+    _, bindings = gin_utils.split_gin_bindings(
+        ["--gin.train.learning_rate=@constant_schedule()", "--gin.train.optimizer=@optimizer",
+         "--gin.X=%MODEL_DIR", "--gin.TRAIN_STEPS=12abc", "--gin.MODEL_DIR=/tmp/@run", "--gin.N=1e-3"]
+    )  # fmt: skip
+    assert bindings == [
+        "train.learning_rate = @constant_schedule()", "train.optimizer = @optimizer", "X = %MODEL_DIR",
+        "TRAIN_STEPS = '12abc'", "MODEL_DIR = '/tmp/@run'", "N = 1e-3",
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- Python API

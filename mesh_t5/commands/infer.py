@@ -180,7 +180,6 @@ def resolve_settings(argv: Sequence[str]) -> dict[str, Any]:
 
 def _check_settings(s: dict[str, Any]) -> None:
     """Refuses (one line) the settings no run can use, before anything loads."""
-    validate.input_dir(s["checkpoint"], "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
     for name in ("batch_size", "max_input_length", "max_target_length"):
         validate.integer(s[name], f"--{name}")
     validate.optional_integer(s["limit"], "--limit", minimum=0)
@@ -188,6 +187,7 @@ def _check_settings(s: dict[str, Any]) -> None:
     validate.decode_options(
         s["max_decode_length"], s["beam_size"], s["alpha"], s["temperature"], s["top_k"], s["top_p"]
     )
+    validate.input_dir(s["checkpoint"], "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
     _check_vocab_spec(s["vocab"])
     if s["input_file"] is not None:
         validate.input_file(s["input_file"], "--input_file")
@@ -196,7 +196,7 @@ def _check_settings(s: dict[str, Any]) -> None:
 
         task = data.get_mixture_or_task(s["task"])
         if not isinstance(task, data.Task):
-            raise UserError(f"{s['task']!r} is a mixture; run each of its tasks")
+            raise UserError(f"{s['task']!r} is a mixture; pass one of its tasks with --task")
         if "inputs" not in task.output_features:
             raise UserError(f"task {s['task']!r} has no inputs feature; infer needs inputs to condition on")
     if s["mesh_shape"] is not None or s["layout_rules"] is not None:
