@@ -461,7 +461,9 @@ def train(
 
     # The data: its vocabulary must fit the model, and the split must yield a batch (an empty source is
     # refused here, not after MODEL_DIR is made). Peeking rewinds: the pipeline's state is exact.
-    validate.task_vocabularies_fit(evaluation._tasks_of(mixture_or_task_name), model_config.vocab_size)
+    tasks = evaluation._tasks_of(mixture_or_task_name)
+    validate.feature_lengths_fit(task_feature_lengths, tasks)
+    validate.task_vocabularies_fit(tasks, model_config.vocab_size)
     dataset = evaluation._dataset(
         mixture_or_task_name, task_feature_lengths, "train", batch_size // num_shards,
         shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards,

@@ -130,26 +130,23 @@ def _nearest_existing(path: str) -> str:
 
 def input_file(path: Any, name: str, hint: str = "pass the path of an existing file") -> str:
     """Returns path if it names a readable regular file (a directory or a missing path is refused)."""
-    path = _path(path, name)
-    what = f"{name} {path}"
-    if not os.path.exists(path):
-        raise UserError(f"{what} does not exist{_hint(hint)}")
-    if os.path.isdir(path):
-        raise UserError(f"{what} is a directory, not a file{_hint(hint)}")
-    if not os.access(path, os.R_OK):
-        raise UserError(f"{what} cannot be read (permission denied); check its permissions")
-    return path
+    return _existing(path, name, hint, directory=False)
 
 
 def input_dir(path: Any, name: str, hint: str = "pass the path of an existing directory") -> str:
-    """Returns path if it names a readable directory."""
+    """Returns path if it names a readable directory (a file or a missing path is refused)."""
+    return _existing(path, name, hint, directory=True)
+
+
+def _existing(path: Any, name: str, hint: str, directory: bool) -> str:
     path = _path(path, name)
     what = f"{name} {path}"
     if not os.path.exists(path):
         raise UserError(f"{what} does not exist{_hint(hint)}")
-    if not os.path.isdir(path):
-        raise UserError(f"{what} is a file, not a directory{_hint(hint)}")
-    if not os.access(path, os.R_OK | os.X_OK):
+    if os.path.isdir(path) != directory:
+        kinds = ("a file", "a directory") if directory else ("a directory", "a file")
+        raise UserError(f"{what} is {kinds[0]}, not {kinds[1]}{_hint(hint)}")
+    if not os.access(path, os.R_OK | (os.X_OK if directory else 0)):
         raise UserError(f"{what} cannot be read (permission denied); check its permissions")
     return path
 
@@ -289,6 +286,17 @@ def decode_options(
     if beam_size > 1 and temperature > 0:
         raise UserError(
             f"temperature={temperature} samples, beam_size={beam_size} searches; set one of them aside"
+        )
+
+
+def feature_lengths_fit(lengths: Mapping[str, int], tasks: Iterable[Any], name: str = "TASK_FEATURE_LENGTHS"):
+    """Refuses a feature length no task has (a typo such as 'target' would leave 'targets' unset)."""
+    known = {"inputs", "targets"}.union(*(task.output_features for task in tasks))
+    unknown = sorted(set(lengths) - known)
+    if unknown:
+        raise UserError(
+            f"{name} names feature(s) {', '.join(map(repr, unknown))} that no task has; "
+            f"use the task features: {', '.join(sorted(known))}"
         )
 
 

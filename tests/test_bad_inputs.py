@@ -51,6 +51,7 @@ def root(tmp_path_factory) -> Path:
     config = tiny_config(vocab_size=128)  # smaller than the byte vocabulary: a mismatched pair
     T5Model(config, tiny_params(config), vocab_path=str(r / "byte")).save_pretrained(r / "model", "mesh_t5")
     (r / "in.txt").write_text("hello\nworld\n")
+    (r / "empty.txt").write_text("")
     (r / "latin1.txt").write_bytes("café\n".encode("latin-1"))
     (r / "three.tsv").write_text("a\tb\tc\n")
     (r / "bad.jsonl").write_text('{"inputs": 3}\n')
@@ -91,7 +92,7 @@ def check_line(err: str, needle: str) -> str:
 
 TRAIN = (
     "train --gin_file=models/tiny.gin --gin_file=runs/pretrain.gin --gin.MODEL_DIR={r}/run "
-    f"--gin.MIXTURE_OR_TASK_NAME={COPY} --gin.BATCH_SIZE=4 --gin.TRAIN_STEPS=2 "
+    f"--gin.MIXTURE_OR_TASK_NAME={COPY} --gin.BATCH_SIZE=8 --gin.TRAIN_STEPS=2 "
     "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 8, 'targets': 8}}\" "
 )
 EVAL = (
@@ -130,12 +131,13 @@ CLI_CASES = [
     (TRAIN + "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 0, 'targets': 8}}\"", "['inputs']=0 must be >= 1"),
     (TRAIN + "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': -1, 'targets': 8}}\"", "['inputs']=-1 must be >= 1"),
     (TRAIN + "--gin.TASK_FEATURE_LENGTHS=512", "TASK_FEATURE_LENGTHS=512 must be a dict"),
+    (TRAIN + "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 8, 'target': 8}}\"", "names feature(s) 'target'"),
     (TRAIN + "--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 'x', 'targets': 8}}\"", "must be an integer"),
     (TRAIN + "--gin.train.checkpoint_period=0", "train.checkpoint_period=0 must be >= 1"),
     (TRAIN + "--gin.train.log_period=0", "train.log_period=0 must be >= 1"),
     (TRAIN + "--gin.train.keep_checkpoints=0", "train.keep_checkpoints=0 must be >= 1"),
     (TRAIN + "--gin.train.eval_period=-1", "train.eval_period=-1 must be >= 0"),
-    (TRAIN + "--gin.train.num_microbatches=3", "num_microbatches=3 must be >= 1 and divide batch_size=4"),
+    (TRAIN + "--gin.train.num_microbatches=3", "num_microbatches=3 must be >= 1 and divide batch_size=8"),
     (TRAIN + "--gin.train.learning_rate=-1", "train.learning_rate=-1 must be >= 0"),
     (TRAIN + "--gin.train.label_smoothing=1.5", "train.label_smoothing=1.5 must be in [0, 1)"),
     (TRAIN + "--gin.train.z_loss=abc", "train.z_loss='abc' must be a finite number"),
@@ -199,7 +201,9 @@ CLI_CASES = [
     (INFER + "--beam_size=2 --temperature=0.5", "set one of them aside"),
     (INFER + "--batch_size=0", "--batch_size=0 must be >= 1"),
     (INFER + "--max_input_length=0", "--max_input_length=0 must be >= 1"),
-    (INFER + "--limit=-1", "--limit=-1 must be >= 0"),
+    (INFER + "--limit=-1", "--limit=-1 must be >= 1"),
+    (INFER + "--limit=0", "--limit=0 must be >= 1"),
+    (INFER + "--input_file={r}/empty.txt", "holds no examples"),
     (INFER + "--gin.infer.beam_size=abc", "beam_size='abc' must be an integer"),
     (INFER + "--bogus_flag=1", "unrecognized arguments: --bogus_flag=1"),
     (INFER + "--vocab={r}/nope.model", "--vocab {r}/nope.model does not exist"),
@@ -237,6 +241,7 @@ CLI_CASES = [
     (CONVERT + "--output_dir={r}/afile", "{r}/afile is a file, not a directory"),
     (CONVERT + "--output_dir={r}/afile/out", "cannot create --output_dir"),
     (CONVERT + "--vocab={r}/adir", "--vocab {r}/adir is a directory"),
+    (CONVERT + "--vocab={r}/byte", "has 359 ids but the model's vocab_size is 128"),
     (CONVERT + "--from=hf", "is a mesh_t5 dir, not hf; pass --from=mesh_t5"),
     (CONVERT + "--gin.T5Config.d_model=8", "apply to Mesh-TF checkpoints only"),
     (CONVERT + "--operative_gin={r}/nope.gin", "--operative_gin {r}/nope.gin does not exist"),
@@ -362,6 +367,12 @@ API_CASES = [
         UserError,
         "mesh_shape entry 'data:x'",
     ),
+    (
+        "from_pretrained mesh too big",
+        lambda m, r: T5Model.from_pretrained(r / "model", mesh_shape="data:3"),
+        UserError,
+        "has 3 devices but",
+    ),
     ("init not a config", lambda m, r: T5Model.init("t5-small"), TypeError, "config must be a T5Config"),
     ("init negative seed", lambda m, r: T5Model.init(m.config, seed=-1), UserError, "seed=-1 must be >= 0"),
     ("logits id >= vocab", lambda m, r: m.logits(_ids([5, 1]), _ids([0, 128])), UserError, "token id 128"),
@@ -407,6 +418,7 @@ API_CASES = [
         "platform='garbage' is unknown",
     ),
     ("export vocab", lambda m, r: m.export_saved_model(r / "sm"), UserError, "has 359 ids but the model"),
+    ("get_task int", lambda m, r: data.get_task(123), TypeError, "must be a string, not int"),
     ("get_task unknown", lambda m, r: data.get_task("glue_cola_v003"), UserError, "unknown task"),
     ("get_mixture unknown", lambda m, r: data.get_mixture("no_such_mixture"), UserError, "no_such_mixture"),
     ("random_spans 0", lambda m, r: data.random_spans_helper(0), UserError, "inputs_length=0 must be >= 2"),

@@ -96,7 +96,9 @@ def evaluate_checkpoints(
             "checkpoints/<step> dirs or a model dir"
         )
     config = model_config or checkpoints.read_config(config_dir)
-    validate.task_vocabularies_fit(evaluation._tasks_of(mixture_or_task_name), config.vocab_size)
+    tasks = evaluation._tasks_of(mixture_or_task_name)
+    validate.feature_lengths_fit(task_feature_lengths, tasks)
+    validate.task_vocabularies_fit(tasks, config.vocab_size)
     layout = (
         layouts.make_layout(mesh_shape, layout_rules)
         if (mesh_shape or layout_rules or jax.device_count() > 1)

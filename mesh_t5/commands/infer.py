@@ -182,7 +182,7 @@ def _check_settings(s: dict[str, Any]) -> None:
     """Refuses (one line) the settings no run can use, before anything loads."""
     for name in ("batch_size", "max_input_length", "max_target_length"):
         validate.integer(s[name], f"--{name}")
-    validate.optional_integer(s["limit"], "--limit", minimum=0)
+    validate.optional_integer(s["limit"], "--limit")
     validate.integer(s["seed"], "--seed", minimum=0)
     validate.decode_options(
         s["max_decode_length"], s["beam_size"], s["alpha"], s["temperature"], s["top_k"], s["top_p"]
@@ -222,6 +222,8 @@ def main(argv: Sequence[str]) -> int:
         validate.output_file(out_path, "--output_file", overwrite=bool(s["overwrite"]))
     # Read the input and the vocabulary before loading the model: a bad file costs no model load.
     examples = _read_file(s["input_file"]) if s["input_file"] is not None else None
+    if examples == []:
+        raise UserError(f"--input_file {s['input_file']} holds no examples; give one input per line")
     if s["mode"] == "score" and examples is not None:
         missing = sum("targets" not in ex for ex in examples)
         if missing:
