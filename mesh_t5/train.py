@@ -7,6 +7,7 @@ microbatch), so a resumed run draws exactly the dropout masks an uninterrupted o
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import time
@@ -351,6 +352,16 @@ def _host_tokens(batch: Mapping[str, np.ndarray]) -> int:
     return int(sum(np.count_nonzero(np.asarray(batch[n])) for n in names if n in batch))
 
 
+def check_yields_a_batch(dataset: Any, name: str) -> None:
+    """Refuses a train split that yields nothing, leaving the pipeline where it was (resumable state)."""
+    fresh = copy.deepcopy(dataset.get_state())  # the packer's state holds its live lists
+    try:
+        next(dataset)
+    except StopIteration:
+        raise UserError(f"the train split of {name!r} yields no examples; check its source") from None
+    dataset.set_state(fresh)
+
+
 def _check_arguments(**args: Any) -> dict[str, int]:
     """Refuses (one line each) the arguments of `train` no run can use; returns the feature lengths."""
     validate.integer(args["train_steps"], "TRAIN_STEPS")
@@ -469,14 +480,7 @@ def train(
         shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards,
         feature_converter=feature_converter, pack=pack, num_epochs=None,
     )  # fmt: skip
-    fresh = dataset.get_state()
-    try:
-        next(dataset)
-    except StopIteration:
-        raise UserError(
-            f"the train split of {mixture_or_task_name!r} yields no examples; check its source"
-        ) from None
-    dataset.set_state(fresh)
+    check_yields_a_batch(dataset, mixture_or_task_name)
 
     # 1. Decide where the state comes from and check it fits, before writing anything.
     steps = _existing_steps(model_dir)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_params
 
-from mesh_t5 import cli, data, gin_utils
+from mesh_t5 import cli, data, gin_utils, train
 from mesh_t5.data import preprocessors as pp
 from mesh_t5.errors import UserError
 from mesh_t5.model import T5Model
@@ -320,6 +320,22 @@ def test_read_only_output_is_one_line(root, capsys, monkeypatch, argv):
     assert code == 2
     check_line(capsys.readouterr().err, "is not writable")
     assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("name", [COPY, MIXTURE])
+def test_peeking_at_the_train_split_rewinds_exactly(root, name):
+    # train() takes one batch to refuse an empty split before writing MODEL_DIR, then rewinds: the
+    # batches it then trains on must be those of an untouched pipeline.
+    def pipeline():
+        return data.get_dataset(
+            name, {"inputs": 8, "targets": 8}, "train", batch_size=3, shuffle=True, seed=7
+        )
+
+    untouched, peeked = pipeline(), pipeline()
+    train.check_yields_a_batch(peeked, name)
+    for _ in range(6):  # past the 16 examples: the second epoch's shuffle too
+        a, b = next(untouched), next(peeked)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_gin_references_on_the_command_line_stay_references():
