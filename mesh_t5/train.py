@@ -381,6 +381,8 @@ def _check_arguments(**args: Any) -> dict[str, int]:
     validate.optional_integer(args["eval_decode_examples"], "train.eval_decode_examples", minimum=0)
     validate.optional_integer(args["restore_step"], "train.restore_step", minimum=0)
     validate.integer(args["eval_beam_size"], "train.eval_beam_size")
+    for name in ("init_optimizer_state", "eval_decode", "pack", "shuffle", "tensorboard", "progress"):
+        validate.boolean(args[name], f"train.{name}")
     validate.number(args["z_loss"], "train.z_loss", minimum=0)
     validate.number(args["label_smoothing"], "train.label_smoothing", 0, 1, open_max=True)
     learning_rate = args["learning_rate"]

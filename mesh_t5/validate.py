@@ -90,6 +90,13 @@ def _interval(minimum: float | None, maximum: float | None, open_min: bool, open
     return ""
 
 
+def boolean(value: Any, name: str) -> bool:
+    """Returns value if it is True or False (gin's `1` or `'yes'` are refused, not guessed at)."""
+    if not isinstance(value, bool | np.bool_):
+        raise UserError(f"{name}={_describe(value)} must be True or False")
+    return bool(value)
+
+
 def one_of(value: Any, name: str, choices: Iterable[Any]) -> Any:
     """Returns value if it is one of choices."""
     choices = tuple(choices)

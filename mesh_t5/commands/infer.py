@@ -184,6 +184,7 @@ def _check_settings(s: dict[str, Any]) -> None:
         validate.integer(s[name], f"--{name}")
     validate.optional_integer(s["limit"], "--limit")
     validate.integer(s["seed"], "--seed", minimum=0)
+    validate.boolean(s["overwrite"], "--overwrite")
     validate.decode_options(
         s["max_decode_length"], s["beam_size"], s["alpha"], s["temperature"], s["top_k"], s["top_p"]
     )
