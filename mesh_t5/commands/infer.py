@@ -102,27 +102,30 @@ def _read_file(path: str) -> list[dict[str, str]]:
     """Returns [{"inputs": ..., "targets"?: ...}] from a JSONL, TSV or text file."""
     examples = []
     text = validate.read_text(path, "--input_file")
-    for n, line in enumerate(io.StringIO(text, newline=None), 1):  # universal newlines, as open()
-        line = line.rstrip("\n")
-        if path.endswith((".jsonl", ".json")):
-            if not line.strip():
-                continue
-            try:
-                ex = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{n} is not valid JSON; write one object per line") from None
-            if not isinstance(ex, dict) or not isinstance(ex.get("inputs"), str):
-                raise UserError(f'{path}:{n} has no string "inputs"; write {{"inputs": ..., "targets": ...}}')
-            examples.append({k: str(ex[k]) for k in ("inputs", "targets") if k in ex})
-        elif path.endswith(".tsv"):
-            fields = line.split("\t")
-            if len(fields) > 2:
-                raise UserError(
-                    f"{path}:{n} has {len(fields)} tab-separated fields; write inputs[TAB targets]"
-                )
-            examples.append(dict(zip(("inputs", "targets"), fields, strict=False)))
-        else:
-            examples.append({"inputs": line})
+    with io.StringIO(text, newline=None) as f:  # universal newlines, as open()
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if path.endswith((".jsonl", ".json")):
+                if not line.strip():
+                    continue
+                try:
+                    ex = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}:{n} is not valid JSON; write one object per line") from None
+                if not isinstance(ex, dict) or not isinstance(ex.get("inputs"), str):
+                    raise UserError(
+                        f'{path}:{n} has no string "inputs"; write {{"inputs": ..., "targets": ...}}'
+                    )
+                examples.append({k: str(ex[k]) for k in ("inputs", "targets") if k in ex})
+            elif path.endswith(".tsv"):
+                fields = line.split("\t")
+                if len(fields) > 2:
+                    raise UserError(
+                        f"{path}:{n} has {len(fields)} tab-separated fields; write inputs[TAB targets]"
+                    )
+                examples.append(dict(zip(("inputs", "targets"), fields, strict=False)))
+            else:
+                examples.append({"inputs": line})
     return examples
 
 
