@@ -97,7 +97,8 @@ class T5Config:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
         if self.adapter_dim < 0 or not self.layer_norm_epsilon > 0:
             raise ConfigError(
-                f"adapter_dim={self.adapter_dim} must be >= 0 and layer_norm_epsilon={self.layer_norm_epsilon} > 0"
+                f"adapter_dim={self.adapter_dim} must be >= 0 and "
+                f"layer_norm_epsilon={self.layer_norm_epsilon} > 0"
             )
         for name in ("pad_id", "eos_id", "decoder_start_token_id"):
             if not 0 <= getattr(self, name) < self.vocab_size:

@@ -103,7 +103,8 @@ def _search_paths(extra: str | Sequence[str]) -> list[str]:
     for p in paths:
         if not os.path.isdir(p):
             raise UserError(
-                f"--gin_search_paths entry {p!r} is not a directory; pass existing directories, comma-separated"
+                f"--gin_search_paths entry {p!r} is not a directory; "
+                "pass existing directories, comma-separated"
             )
     return [*paths, str(PACKAGE_GIN_DIR), os.getcwd()]
 

@@ -90,7 +90,8 @@ class T5Model:
         """Returns a model with random T5-initialised weights (born sharded when a mesh is given)."""
         if not isinstance(config, T5Config):
             raise validate.ArgumentTypeError(
-                f"config must be a T5Config (e.g. mesh_t5.get_model_config('t5-small')); got {type(config).__name__}"
+                "config must be a T5Config (e.g. mesh_t5.get_model_config('t5-small')); "
+                f"got {type(config).__name__}"
             )
         validate.integer(seed, "seed", minimum=0)
         layout = _make_layout(mesh_shape, layout_rules, config)

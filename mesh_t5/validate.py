@@ -70,7 +70,8 @@ def number(
     """Returns a finite float in the interval given (open at an end when open_min/open_max)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise UserError(
-            f"{name}={_describe(value)} must be a finite number{_interval(minimum, maximum, open_min, open_max)}"
+            f"{name}={_describe(value)} must be a finite number"
+            + _interval(minimum, maximum, open_min, open_max)
         )
     given, value = value, float(value)
     too_low = minimum is not None and (value <= minimum if open_min else value < minimum)

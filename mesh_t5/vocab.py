@@ -167,11 +167,13 @@ class SentencePieceVocabulary(Vocabulary):
             proto.ParseFromString(raw)
         except Exception:
             raise UserError(
-                f"{self._path or 'model bytes'} is not a SentencePiece model proto; pass the .model file spm_train wrote"
+                f"{self._path or 'model bytes'} is not a SentencePiece model proto; "
+                "pass the .model file spm_train wrote"
             ) from None
         if not proto.pieces:
             raise UserError(
-                f"{self._path or 'model bytes'} is not a SentencePiece model proto (no pieces); pass the .model file spm_train wrote"
+                f"{self._path or 'model bytes'} is not a SentencePiece model proto (no pieces); "
+                "pass the .model file spm_train wrote"
             )
         self._num_pieces = len(proto.pieces)
         for name, want in (("pad", PAD_ID), ("eos", EOS_ID), ("unk", UNK_ID)):

@@ -212,6 +212,15 @@ def _check_settings(s: dict[str, Any]) -> None:
         layouts.make_layout(s["mesh_shape"], s["layout_rules"])  # the mesh must fit the devices
 
 
+def _require_targets(examples: list[dict[str, Any]], key: str) -> None:
+    missing = sum(key not in ex for ex in examples)
+    if missing:
+        raise UserError(
+            f"score mode needs targets; {missing} of {len(examples)} examples have none "
+            "(give inputs<TAB>targets)"
+        )
+
+
 def main(argv: Sequence[str]) -> int:
     s = resolve_settings(argv)
     if s["mode"] not in MODES:
@@ -229,11 +238,7 @@ def main(argv: Sequence[str]) -> int:
     if examples == []:
         raise UserError(f"--input_file {s['input_file']} holds no examples; give one input per line")
     if s["mode"] == "score" and examples is not None:
-        missing = sum("targets" not in ex for ex in examples)
-        if missing:
-            raise UserError(
-                f"score mode needs targets; {missing} of {len(examples)} examples have none (give inputs<TAB>targets)"
-            )
+        _require_targets(examples, "targets")
     vocab = _load_vocab(s["vocab"], None) if s["vocab"] is not None else None
 
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
@@ -261,11 +266,7 @@ def main(argv: Sequence[str]) -> int:
     common = dict(max_input_length=s["max_input_length"], batch_size=s["batch_size"])
     inputs = [ex["input_ids"] for ex in examples]
     if s["mode"] == "score":
-        missing = sum("target_ids" not in ex for ex in examples)
-        if missing:
-            raise UserError(
-                f"score mode needs targets; {missing} of {len(examples)} examples have none (give inputs<TAB>targets)"
-            )
+        _require_targets(examples, "target_ids")
         scores = inference.score_ids(
             model.config, model.params, inputs, [ex["target_ids"] for ex in examples],
             max_target_length=s["max_target_length"], layout=model.layout, **common,
