@@ -305,8 +305,9 @@ def test_cli_mistake_is_one_line_and_writes_nothing(root, capsys, monkeypatch, a
         CONVERT + "--output_dir={r}/readonly/converted",
         INFER + "--output_file={r}/readonly/out.jsonl",
         "demo --quick --output_dir={r}/readonly",
+        EVAL + "--gin.evaluate_checkpoints.output_dir={r}/readonly/eval",
     ],
-    ids=["train MODEL_DIR", "train MODEL_DIR inside", "export", "convert", "infer", "demo"],
+    ids=["train MODEL_DIR", "train MODEL_DIR inside", "export", "convert", "infer", "demo", "eval"],
 )
 def test_read_only_output_is_one_line(root, capsys, monkeypatch, argv):
     # The suite may run as root, for whom permission bits do not stop writes: report `readonly`

@@ -87,8 +87,6 @@ def evaluate_checkpoints(
     validate.integer(beam_size, "evaluate_checkpoints.beam_size")
     validate.optional_integer(max_batches, "evaluate_checkpoints.max_batches")
     validate.optional_integer(max_decode_examples, "evaluate_checkpoints.max_decode_examples", minimum=0)
-    if output_dir is not None:
-        validate.output_dir(output_dir, "evaluate_checkpoints.output_dir", empty=False)
     config_dir = path if (path / checkpoints.CONFIG_FILE).is_file() else path.parent.parent
     if model_config is None and not (config_dir / checkpoints.CONFIG_FILE).is_file():
         raise UserError(
@@ -96,6 +94,8 @@ def evaluate_checkpoints(
             "checkpoints/<step> dirs or a model dir"
         )
     config = model_config or checkpoints.read_config(config_dir)
+    eval_dir = output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
+    validate.output_dir(eval_dir, "evaluate_checkpoints.output_dir", empty=False)
     tasks = evaluation._tasks_of(mixture_or_task_name)
     validate.feature_lengths_fit(task_feature_lengths, tasks)
     validate.task_vocabularies_fit(tasks, config.vocab_size)
@@ -108,9 +108,7 @@ def evaluate_checkpoints(
     abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
     chosen = _checkpoint_dirs(path, steps)
     eval_step_fn = train_lib.make_eval_step(config, layout)
-    writer = MetricWriter(
-        output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
-    )
+    writer = MetricWriter(eval_dir)
     results: dict[int, dict[str, float]] = {}
     try:
         for step, directory in chosen:
