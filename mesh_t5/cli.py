@@ -46,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mesh-t5: error: unknown command {name!r}; pick one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     try:
-        module = importlib.import_module(f"mesh_t5.commands.{name}")
+        import gin
+
+        # Importing a command registers its gin configurables; an earlier command in this process
+        # (the demo, tests) may have finalized, and so locked, the config.
+        with gin.unlock_config():
+            module = importlib.import_module(f"mesh_t5.commands.{name}")
     except ModuleNotFoundError as e:
         if e.name == f"mesh_t5.commands.{name}":
             print(f"mesh-t5 {name}: error: this command is not available in this build", file=sys.stderr)

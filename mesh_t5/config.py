@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 from mesh_t5.errors import UserError
@@ -13,6 +14,15 @@ FEED_FORWARD_PROJ = ("relu", "gated-gelu", "gelu", "gated-relu")
 
 class ConfigError(UserError):
     """A configuration value is invalid; the message is one line naming what to change."""
+
+
+# Annotation (a string: `from __future__ import annotations`) -> (accepted types, what to say).
+_FIELD_KINDS = {
+    "int": (numbers.Integral, "an integer"),
+    "float": (numbers.Real, "a number"),
+    "bool": (bool, "True or False"),
+    "str": (str, "a string"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +60,10 @@ class T5Config:
     decoder_start_token_id: int = 0
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), _FIELD_KINDS[field.type]
+            if not isinstance(value, kind[0]) or (kind[0] is not bool and isinstance(value, bool)):
+                raise ConfigError(f"T5Config.{field.name}={value!r} must be {kind[1]}")
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(
                 f"architecture={self.architecture!r} is unknown; pick one of {', '.join(ARCHITECTURES)}"
@@ -78,6 +92,19 @@ class T5Config:
             )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError(f"dropout_rate={self.dropout_rate} must be in [0, 1)")
+        for name in ("relative_attention_num_buckets", "relative_attention_max_distance"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.adapter_dim < 0 or not self.layer_norm_epsilon > 0:
+            raise ConfigError(
+                f"adapter_dim={self.adapter_dim} must be >= 0 and "
+                f"layer_norm_epsilon={self.layer_norm_epsilon} > 0"
+            )
+        for name in ("pad_id", "eos_id", "decoder_start_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be in [0, vocab_size={self.vocab_size})"
+                )
 
     @property
     def is_gated(self) -> bool:

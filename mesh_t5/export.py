@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import inference
+from mesh_t5 import inference, validate
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary, load_vocabulary
@@ -211,10 +211,35 @@ def _portable_top_k() -> Iterator[None]:
             mlir._lowerings[prim] = saved
 
 
+# The platforms jax2tf can serialize for (`native_serialization_platforms`).
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
 def check_output_dir(path: str) -> None:
-    """Raises ExportError if `path` exists and is not an empty directory (an export never overwrites)."""
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
-        raise ExportError(f"output dir {path} exists and is not empty; pick a new directory or remove it")
+    """Raises ExportError unless `path` is a new or empty writable directory (an export never overwrites)."""
+    try:
+        validate.output_dir(path, "output dir")
+    except UserError as e:
+        raise ExportError(str(e)) from None
+
+
+def check_arguments(
+    beam_size: int, max_decode_length: int, max_input_length: int, alpha: float, platforms: Any
+) -> tuple[str, ...] | None:
+    """Raises ExportError for settings no export can use; returns the platforms as a tuple (or None)."""
+    try:
+        validate.decode_options(max_decode_length, beam_size, alpha, 0.0, 0, 1.0)
+        validate.integer(max_input_length, "max_input_length", minimum=2)
+        if platforms is None:
+            return None
+        platforms = (platforms,) if isinstance(platforms, str) else tuple(platforms)
+        if not platforms:
+            raise UserError("platforms is empty; give e.g. cpu,tpu or leave it unset for this platform")
+        for platform in platforms:
+            validate.one_of(platform, "platform", PLATFORMS)
+        return platforms
+    except UserError as e:
+        raise ExportError(str(e)) from None
 
 
 def export_saved_model(
@@ -236,23 +261,18 @@ def export_saved_model(
     `platforms` (e.g. ("cpu", "cuda", "tpu")) are the ones the converted computation may run on;
     the default is the platform exporting.
     """
-    import tensorflow as tf
-    from jax.experimental import jax2tf
-
     path = os.fspath(path)
     check_output_dir(path)
-    if beam_size < 1 or max_decode_length < 1 or max_input_length < 2:
-        raise ExportError(
-            f"need beam_size >= 1, max_decode_length >= 1, max_input_length >= 2 "
-            f"(got {beam_size}, {max_decode_length}, {max_input_length})"
-        )
+    platforms = check_arguments(beam_size, max_decode_length, max_input_length, alpha, platforms)
     config: T5Config = model.config
     vocab = vocabulary or model_vocabulary(model)
-    if vocab.vocab_size > config.vocab_size:
-        raise ExportError(
-            f"vocabulary has {vocab.vocab_size} ids but the model only {config.vocab_size}; "
-            "export with the vocabulary the model was trained with"
-        )
+    try:
+        validate.vocabulary_fits(vocab, config.vocab_size, "the vocabulary")
+    except UserError as e:
+        raise ExportError(str(e)) from None
+    import tensorflow as tf  # after the checks: importing TensorFlow takes seconds
+    from jax.experimental import jax2tf
+
     text = _TextOps(vocab, config.vocab_size)
     for other in ensemble:
         if other.config != config:

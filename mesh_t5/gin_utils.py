@@ -10,10 +10,12 @@ import argparse
 import logging
 import os
 import re
+import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 
 import gin
+from gin import config_parser
 
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
@@ -75,21 +77,36 @@ def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _gin_value(value: str) -> str:
+    """Returns the gin text of a flag value: gin literals and references (`@name`, `@name()`,
+    `%MACRO`) as written, anything else (a path, a task name) quoted as a string."""
     text = value.strip()
     if not text:
         return "''"
     try:
-        gin.config.parse_value(text)
+        # skip_unknown: `@constant_schedule()` parses before the command registers constant_schedule.
+        parser = config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True))
+        parser.parse_value()
+        whole = parser.current_token.type in (tokenize.NEWLINE, tokenize.ENDMARKER)
+    except Exception:  # gin raises SyntaxError, TokenError, ValueError...
+        whole = False
+    if whole:
         return text
-    except Exception:  # anything gin cannot parse is taken as a string
-        return repr(text)
+    if text[0] in "@%[{(":
+        raise UserError(
+            f"{value!r} is not a valid gin value; write a literal ([1, 2], {{'inputs': 8}}), "
+            "a reference (@name or @name()) or a macro (%NAME)"
+        )
+    return repr(text)
 
 
 def _search_paths(extra: str | Sequence[str]) -> list[str]:
     paths = [p for p in (extra.split(",") if isinstance(extra, str) else extra) if p]
     for p in paths:
         if not os.path.isdir(p):
-            raise UserError(f"--gin_search_paths entry {p!r} is not a directory")
+            raise UserError(
+                f"--gin_search_paths entry {p!r} is not a directory; "
+                "pass existing directories, comma-separated"
+            )
     return [*paths, str(PACKAGE_GIN_DIR), os.getcwd()]
 
 
@@ -100,6 +117,9 @@ def _resolve(gin_file: str, search_paths: Sequence[str]) -> str:
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
+    directory = next((c for c in candidates if os.path.isdir(c)), None)
+    if directory:
+        raise UserError(f"gin file {gin_file!r} is a directory ({directory}); pass a .gin file")
     raise UserError(
         f"gin file {gin_file!r} not found in {', '.join(search_paths)}; "
         "pass a path or add its directory with --gin_search_paths"
@@ -128,6 +148,9 @@ def parse_gin(
         gin.parse_config_files_and_bindings(files, bindings, finalize_config=finalize)
     except OSError as e:
         raise UserError(f"gin: cannot read {e.filename or e}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        bad = next((f for f in files if not _is_utf8(f)), "included by the --gin_file files")
+        raise UserError(f"a gin file ({bad}) is not UTF-8 text; pass .gin files") from None
     except Exception as e:  # gin raises ValueError, KeyError, SyntaxError, ParseError...
         raise UserError(f"gin: {_first_line(e)}") from None
     finally:
@@ -142,17 +165,30 @@ class _IncludeProbeFilter(logging.Filter):
         return record.msg != "Path not found: %s"
 
 
+def _is_utf8(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            f.read()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _first_line(error: BaseException) -> str:
     unset_macro = re.search(r"No bindings specified for '([\w.]+)/gin\.macro'", str(error))
     if unset_macro:
         return f"gin macro {unset_macro.group(1)} is not set; pass --gin.{unset_macro.group(1)}=VALUE"
     text = str(error).strip().splitlines()
     message = text[0] if text else type(error).__name__
+    advice = "" if "; " in message else "; fix the gin file or --gin flag named here"
+    unknown = re.search(r"No configurable matching reference '@?([^'()]+)", message)
+    if unknown:
+        message, advice = f"no configurable named {unknown.group(1)!r}", "; check its spelling"
     # gin appends "In file ..., line ..." on a later line: keep where it came from.
     where = next(
         (line.strip() for line in text[1:] if line.strip().startswith(("In file", "In bindings"))), ""
     )
-    return f"{message} ({where})" if where else message
+    return f"{message} ({where}){advice}" if where else message + advice
 
 
 def query_macro(name: str, required: bool = True) -> object:

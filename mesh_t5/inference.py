@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import decoding, layouts, network
+from mesh_t5 import decoding, layouts, network, validate
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import Vocabulary
@@ -28,36 +28,6 @@ from mesh_t5.vocab import Vocabulary
 log = logging.getLogger("mesh_t5.inference")
 
 Params = Any
-
-
-def _check_options(
-    max_decode_length: int, beam_size: int, alpha: float, temperature: float, top_k: int, top_p: float
-):
-    if not isinstance(max_decode_length, int | np.integer) or max_decode_length < 1:
-        raise UserError(f"max_decode_length={max_decode_length} must be an integer >= 1")
-    if not isinstance(beam_size, int | np.integer) or beam_size < 1:
-        raise UserError(f"beam_size={beam_size} must be an integer >= 1 (1 = greedy or sampling)")
-    if temperature < 0:
-        raise UserError(f"temperature={temperature} must be >= 0 (0 = greedy)")
-    if beam_size > 1 and temperature > 0:
-        raise UserError(
-            f"temperature={temperature} samples, beam_size={beam_size} searches; set one of them aside"
-        )
-    if top_k < 0:
-        raise UserError(f"top_k={top_k} must be >= 0 (0 = no top-k cut)")
-    if not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p={top_p} must be in (0, 1] (1 = no nucleus cut)")
-    if alpha < 0:
-        raise UserError(f"alpha={alpha} must be >= 0 (T5 uses 0.6)")
-
-
-def _as_tokens(tokens: Any, name: str) -> np.ndarray:
-    array = np.asarray(tokens)
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
-        raise UserError(
-            f"{name} must be a 2-D integer array [batch, length]; got shape {array.shape} {array.dtype}"
-        )
-    return array.astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- traced pieces
@@ -172,10 +142,10 @@ def generate_tokens_and_scores(
     Scores are summed log-probabilities of the tokens up to EOS (beam search: divided by the
     length penalty ((5 + len) / 6) ** alpha).
     """
-    _check_options(max_decode_length, beam_size, alpha, temperature, top_k, top_p)
+    validate.decode_options(max_decode_length, beam_size, alpha, temperature, top_k, top_p)
     if not params_list:
         raise UserError("no parameters to decode with; pass at least one set of params")
-    inputs = _as_tokens(encoder_input_tokens, "encoder_input_tokens")
+    inputs = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", config.vocab_size)  # [B, S]
     fn = _jitted(
         _decode, _layout_key(layout), config=config, max_decode_length=int(max_decode_length),
         beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
@@ -260,8 +230,8 @@ def score_tokens(
     Tokens count up to the first EOS (or the last non-pad one), so decoded outputs score as decoding did.
     `params` may be a list of several models' params: their ensemble's log-likelihood (see `_score`).
     """
-    inputs = _as_tokens(encoder_input_tokens, "encoder_input_tokens")
-    targets = _as_tokens(target_tokens, "target_tokens")
+    inputs = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", config.vocab_size)  # [B, S]
+    targets = validate.token_ids(target_tokens, "target_tokens", config.vocab_size)  # [B, T]
     if inputs.shape[0] != targets.shape[0]:
         raise UserError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets; pass one target per input")
     fn = _jitted(_score, _layout_key(layout), config=config)

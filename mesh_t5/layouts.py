@@ -42,7 +42,7 @@ def parse_mesh_shape(mesh_shape: str) -> dict[str, int]:
                 f"mesh_shape entry {part!r} is not NAME:SIZE with SIZE >= 1 (e.g. data:2,model:4)"
             )
         if name.strip() in result:
-            raise LayoutError(f"mesh_shape names axis {name.strip()!r} twice")
+            raise LayoutError(f"mesh_shape names axis {name.strip()!r} twice; name each axis once")
         result[name.strip()] = int(size)
     if not result:
         raise LayoutError("mesh_shape is empty; give e.g. data:2,model:4")
@@ -64,7 +64,7 @@ def parse_layout_rules(layout_rules: str | Sequence[tuple[str, str]]) -> dict[st
                 f"layout_rules names unknown logical axis {logical!r}; known axes: {', '.join(LOGICAL_AXES)}"
             )
         if logical in rules:
-            raise LayoutError(f"layout_rules maps {logical!r} twice")
+            raise LayoutError(f"layout_rules maps {logical!r} twice; give one rule per logical axis")
         rules[logical] = mesh_axis
     return rules
 
@@ -156,7 +156,7 @@ def _resolve_rules(
         if mesh_axis not in shape:
             raise LayoutError(
                 f"layout rule {logical}:{mesh_axis} names mesh axis {mesh_axis!r}, which mesh_shape "
-                f"({_format_mesh(shape)}) does not have"
+                f"({_format_mesh(shape)}) does not have; map {logical} to one of {', '.join(shape)}"
             )
     return rules
 

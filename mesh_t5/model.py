@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import hf, inference, layouts, losses, network
+from mesh_t5 import hf, inference, layouts, losses, network, validate
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import Vocabulary, load_vocabulary
@@ -69,10 +69,10 @@ class T5Model:
         cls, path: str | os.PathLike, mesh_shape: str | None = None, layout_rules: Any = None
     ) -> T5Model:
         """Returns the model in a Hugging Face T5 dir or a mesh_t5 model/training dir."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
+        path = validate.input_dir(path, "model path", "pass a Hugging Face T5 dir or a mesh_t5 model dir")
+        if not hf.is_hf_dir(path) and not os.path.isfile(os.path.join(path, "config.json")):
             raise UserError(
-                f"model path {path} does not exist; pass a Hugging Face T5 dir or a mesh_t5 model dir"
+                f"model path {path} holds no config.json; pass a Hugging Face T5 dir or a mesh_t5 model dir"
             )
         if hf.is_hf_dir(path):
             config, params, vocab_path = hf.load_hf(path)
@@ -88,6 +88,12 @@ class T5Model:
         cls, config: T5Config, seed: int = 0, mesh_shape: str | None = None, layout_rules: Any = None
     ) -> T5Model:
         """Returns a model with random T5-initialised weights (born sharded when a mesh is given)."""
+        if not isinstance(config, T5Config):
+            raise validate.ArgumentTypeError(
+                "config must be a T5Config (e.g. mesh_t5.get_model_config('t5-small')); "
+                f"got {type(config).__name__}"
+            )
+        validate.integer(seed, "seed", minimum=0)
         layout = _make_layout(mesh_shape, layout_rules, config)
         init = functools.partial(network.init_params, config)
         rng = jax.random.PRNGKey(seed)
@@ -109,11 +115,21 @@ class T5Model:
 
     def logits(self, encoder_input_tokens: Any, decoder_input_tokens: Any) -> np.ndarray:
         """Returns float32 logits [B, T, V] (teacher forcing); encoder_input_tokens None for decoder-only."""
-        batch: dict[str, Any] = {"decoder_input_tokens": np.asarray(decoder_input_tokens, np.int32)}
+        vocab_size = self.config.vocab_size
+        decoder = validate.token_ids(decoder_input_tokens, "decoder_input_tokens", vocab_size)  # [B, T]
+        batch: dict[str, Any] = {"decoder_input_tokens": decoder}
         if self.config.has_encoder:
             if encoder_input_tokens is None:
-                raise UserError(f"architecture={self.config.architecture} needs encoder_input_tokens")
-            batch["encoder_input_tokens"] = np.asarray(encoder_input_tokens, np.int32)
+                raise UserError(
+                    f"architecture={self.config.architecture} needs encoder_input_tokens; pass them first"
+                )
+            encoder = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", vocab_size)  # [B, S]
+            if encoder.shape[0] != decoder.shape[0]:
+                raise UserError(
+                    f"encoder_input_tokens has {encoder.shape[0]} rows but decoder_input_tokens "
+                    f"{decoder.shape[0]}; pass one row of each per example"
+                )
+            batch["encoder_input_tokens"] = encoder
         return np.asarray(self._run(self._logits_fn, batch), np.float32)
 
     def loss(self, batch: Mapping[str, Any]) -> float:
@@ -131,7 +147,9 @@ class T5Model:
                     "this model has no vocabulary (no spiece.model / vocab file beside it); pass "
                     "vocabulary=mesh_t5.vocab.SentencePieceVocabulary(path) or ByteVocabulary() to T5Model"
                 )
-            self.vocabulary = load_vocabulary(self.vocab_path)
+            vocabulary = load_vocabulary(self.vocab_path)
+            validate.vocabulary_fits(vocabulary, self.config.vocab_size, f"vocabulary {self.vocab_path}")
+            self.vocabulary = vocabulary
         return self.vocabulary
 
     def generate_tokens(
@@ -165,15 +183,18 @@ class T5Model:
         Options: temperature, top_k, top_p, seed (sampling), max_input_length=512 (longer inputs
         are truncated with a counted warning), batch_size=32.
         """
+        texts = validate.strings(texts, "texts")
         return inference.generate(
-            self.config, self.params, self.get_vocabulary(), list(texts), beam_size=beam_size, alpha=alpha,
+            self.config, self.params, self.get_vocabulary(), texts, beam_size=beam_size, alpha=alpha,
             max_decode_length=max_decode_length, layout=self.layout, **options,
         )  # fmt: skip
 
     def score(self, inputs: Sequence[str], targets: Sequence[str], **options: Any) -> np.ndarray:
         """Returns [B] float32 log-likelihoods of each target text (with EOS) given its input text."""
+        inputs, targets = validate.strings(inputs, "inputs"), validate.strings(targets, "targets")
+        validate.same_length(inputs, targets, "inputs", "targets")
         return inference.score(
-            self.config, self.params, self.get_vocabulary(), list(inputs), list(targets),
+            self.config, self.params, self.get_vocabulary(), inputs, targets,
             layout=self.layout, **options,
         )  # fmt: skip
 
@@ -186,24 +207,28 @@ class T5Model:
         """
         from mesh_t5 import export
 
+        # The arguments first: loading the vocabulary may fail for its own reason.
+        export.check_output_dir(path)
+        export.check_arguments(
+            beam_size, max_decode_length, options.get("max_input_length", 512), options.get("alpha", 0.6),
+            options.get("platforms"),
+        )  # fmt: skip
+        vocabulary = options.pop("vocabulary", None) or self.get_vocabulary()
         return export.export_saved_model(
             self, os.fspath(path), beam_size=beam_size, max_decode_length=max_decode_length,
-            vocabulary=options.pop("vocabulary", None) or self.get_vocabulary(), **options,
+            vocabulary=vocabulary, **options,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ saving
 
     def save_pretrained(self, path: str | os.PathLike, format: str = "hf") -> None:
         """Writes the model as a Hugging Face T5 dir ("hf") or a mesh_t5 model dir ("mesh_t5")."""
-        path = os.fspath(path)
-        if format not in FORMATS:
-            raise UserError(f"format={format!r} is unknown; use one of {', '.join(FORMATS)}")
+        path = validate.output_dir(path, "path", empty=False)
+        validate.one_of(format, "format", FORMATS)
         if os.path.isdir(path) and os.listdir(path) and not _is_export(path, format):
             raise UserError(
                 f"{path} is not empty and is not a previous {format} export; pick a new or empty directory"
             )
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise UserError(f"{path} exists and is not a directory; pick a new or empty directory")
         if format == "hf":
             hf.save_hf(path, self.config, self.params, self.vocab_path)
         else:

@@ -51,7 +51,7 @@ def parse_bytes(text: str | int) -> int:
         return text
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     if not match or match.group(2).lower() not in _UNITS:
-        raise UserError(f"device_memory={text!r} is not a size like 16GiB, 32GB or 80GiB")
+        raise UserError(f"device_memory={text!r} is not a size; use e.g. 16GiB, 32GB or 80GiB")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 

@@ -7,6 +7,7 @@ microbatch), so a resumed run draws exactly the dropout masks an uninterrupted o
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import time
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mesh_t5 import checkpoints, evaluation, finetuning, layouts, losses, network, optim
+from mesh_t5 import checkpoints, evaluation, finetuning, layouts, losses, network, optim, validate
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -351,6 +352,51 @@ def _host_tokens(batch: Mapping[str, np.ndarray]) -> int:
     return int(sum(np.count_nonzero(np.asarray(batch[n])) for n in names if n in batch))
 
 
+def check_yields_a_batch(dataset: Any, name: str) -> None:
+    """Refuses a train split that yields nothing, leaving the pipeline where it was (resumable state)."""
+    fresh = copy.deepcopy(dataset.get_state())  # the packer's state holds its live lists
+    try:
+        next(dataset)
+    except StopIteration:
+        raise UserError(f"the train split of {name!r} yields no examples; check its source") from None
+    dataset.set_state(fresh)
+
+
+def _check_arguments(**args: Any) -> dict[str, int]:
+    """Refuses (one line each) the arguments of `train` no run can use; returns the feature lengths."""
+    validate.integer(args["train_steps"], "TRAIN_STEPS")
+    validate.integer(args["batch_size"], "BATCH_SIZE")
+    validate.text(args["mixture_or_task_name"], "MIXTURE_OR_TASK_NAME")
+    validate.output_dir(args["model_dir"], "MODEL_DIR", empty=False)
+    if not isinstance(args["model_config"], T5Config):
+        raise UserError(
+            f"model_config must be a T5Config (gin: MODEL_CONFIG = @T5Config()); got {args['model_config']!r}"
+        )
+    for name in ("checkpoint_period", "log_period", "num_microbatches"):
+        validate.integer(args[name], f"train.{name}")
+    for name in ("eval_period", "seed"):
+        validate.integer(args[name], f"train.{name}", minimum=0)
+    validate.optional_integer(args["keep_checkpoints"], "train.keep_checkpoints")
+    validate.optional_integer(args["eval_batches"], "train.eval_batches")
+    validate.optional_integer(args["eval_decode_examples"], "train.eval_decode_examples", minimum=0)
+    validate.optional_integer(args["restore_step"], "train.restore_step", minimum=0)
+    validate.integer(args["eval_beam_size"], "train.eval_beam_size")
+    for name in ("init_optimizer_state", "eval_decode", "pack", "shuffle", "tensorboard", "progress"):
+        validate.boolean(args[name], f"train.{name}")
+    validate.number(args["z_loss"], "train.z_loss", minimum=0)
+    validate.number(args["label_smoothing"], "train.label_smoothing", 0, 1, open_max=True)
+    learning_rate = args["learning_rate"]
+    if learning_rate is not None and not callable(learning_rate):
+        validate.number(learning_rate, "train.learning_rate", minimum=0)
+    if args["init_checkpoint"] is not None:
+        validate.input_dir(
+            args["init_checkpoint"], "INIT_CHECKPOINT", "pass a mesh_t5 MODEL_DIR or checkpoint dir"
+        )
+    if args["vocab_path"] is not None:
+        validate.input_file(args["vocab_path"], "train.vocab_path")
+    return validate.feature_lengths(args["task_feature_lengths"])
+
+
 def train(
     *,
     model_config: T5Config,
@@ -399,8 +445,15 @@ def train(
     """
     from mesh_t5.logging_utils import MetricWriter, Progress
 
-    if train_steps < 1 or batch_size < 1:
-        raise UserError(f"TRAIN_STEPS={train_steps} and BATCH_SIZE={batch_size} must be >= 1")
+    task_feature_lengths = _check_arguments(**locals())
+    check_settings(
+        StepSettings(
+            num_microbatches=num_microbatches, loss_normalizer=loss_normalizer,
+            finetune_method=finetune_method, unfreeze_every=unfreeze_every,
+        ),
+        model_config,
+        batch_size,
+    )  # fmt: skip
     if restore_mode not in ("latest", "specific"):
         raise UserError(
             f"restore_mode={restore_mode!r} is unknown; use 'latest' or 'specific' (with restore_step)"
@@ -408,12 +461,28 @@ def train(
     feature_converter = feature_converter or evaluation.default_feature_converter(model_config)
     schedule = optim.as_schedule(optim.rsqrt_schedule() if learning_rate is None else learning_rate)
     optimizer = optimizer or optim.make_optimizer()
-    layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
+    layout = (
+        layouts.make_layout(mesh_shape, layout_rules)
+        if (mesh_shape or layout_rules or jax.device_count() > 1)
+        else None
+    )
     if layout is not None:
         layouts.validate(layout, model_config, batch_size)
     shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
     shardings = state_shardings(model_config, optimizer, layout)
     abstract = abstract_state(model_config, optimizer)
+
+    # The data: its vocabulary must fit the model, and the split must yield a batch (an empty source is
+    # refused here, not after MODEL_DIR is made). Peeking rewinds: the pipeline's state is exact.
+    tasks = evaluation._tasks_of(mixture_or_task_name)
+    validate.feature_lengths_fit(task_feature_lengths, tasks)
+    validate.task_vocabularies_fit(tasks, model_config.vocab_size)
+    dataset = evaluation._dataset(
+        mixture_or_task_name, task_feature_lengths, "train", batch_size // num_shards,
+        shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards,
+        feature_converter=feature_converter, pack=pack, num_epochs=None,
+    )  # fmt: skip
+    check_yields_a_batch(dataset, mixture_or_task_name)
 
     # 1. Decide where the state comes from and check it fits, before writing anything.
     steps = _existing_steps(model_dir)
@@ -462,12 +531,6 @@ def train(
         learning_rate=schedule, num_microbatches=num_microbatches, loss_normalizer=loss_normalizer,
         z_loss=z_loss, label_smoothing=label_smoothing, finetune_method=finetune_method,
         unfreeze_every=unfreeze_every, finetune_start_step=int(meta.get("finetune_start_step", 0)), seed=seed,
-    )  # fmt: skip
-    check_settings(settings, model_config, batch_size)
-    dataset = evaluation._dataset(
-        mixture_or_task_name, task_feature_lengths, "train", batch_size // num_shards,
-        shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards,
-        feature_converter=feature_converter, pack=pack, num_epochs=None,
     )  # fmt: skip
     if "data" in meta:
         dataset.set_state(meta["data"])

@@ -168,9 +168,15 @@ class SentencePieceVocabulary(Vocabulary):
         try:
             proto.ParseFromString(raw)
         except Exception:
-            raise UserError(f"{self._path or 'model bytes'} is not a SentencePiece model proto") from None
+            raise UserError(
+                f"{self._path or 'model bytes'} is not a SentencePiece model proto; "
+                "pass the .model file spm_train wrote"
+            ) from None
         if not proto.pieces:
-            raise UserError(f"{self._path or 'model bytes'} is not a SentencePiece model proto (no pieces)")
+            raise UserError(
+                f"{self._path or 'model bytes'} is not a SentencePiece model proto (no pieces); "
+                "pass the .model file spm_train wrote"
+            )
         self._num_pieces = len(proto.pieces)
         for name, want in (("pad", PAD_ID), ("eos", EOS_ID), ("unk", UNK_ID)):
             got = getattr(proto.trainer_spec, f"{name}_id")

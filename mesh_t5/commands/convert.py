@@ -9,14 +9,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mesh_t5 import gin_utils
+from mesh_t5 import gin_utils, validate
 from mesh_t5.errors import UserError
 
 SOURCES = ("auto", "hf", "mesh_t5", "meshtf")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog="mesh-t5 convert",
         description="Convert a checkpoint: Hugging Face T5 dir (safetensors) <-> mesh_t5 model dir, or an "
         "original Mesh-TensorFlow T5 checkpoint (e.g. gs://t5-data/pretrained_models/small, copied locally) "
@@ -45,10 +45,9 @@ def detect_source(path: str) -> str:
 
     if os.path.isfile(path + ".index"):
         return "meshtf"
-    if not os.path.isdir(path):
-        raise UserError(
-            f"--input {path} does not exist; pass a HF dir, a mesh_t5 dir or a Mesh-TF checkpoint"
-        )
+    validate.input_dir(
+        path, "--input", "pass a HF dir, a mesh_t5 dir or a Mesh-TF checkpoint (dir or prefix)"
+    )
     if hf.is_hf_dir(path):
         return "hf"
     if os.path.isfile(os.path.join(path, "checkpoint")) or any(
@@ -73,13 +72,17 @@ def _gin_config_fields() -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     rest, bindings = gin_utils.split_gin_bindings(argv)
     args = build_parser().parse_args(rest)
-    if os.path.exists(args.output_dir) and (
-        not os.path.isdir(args.output_dir) or os.listdir(args.output_dir)
-    ):
+    validate.output_dir(args.output_dir, "--output_dir")
+    if args.vocab is not None:
+        validate.input_file(args.vocab, "--vocab", "pass a SentencePiece .model file")
+    if args.operative_gin is not None:
+        validate.input_file(args.operative_gin, "--operative_gin")
+    detected = detect_source(args.input)
+    source = args.source if args.source != "auto" else detected
+    if source not in (detected, "meshtf"):  # Mesh-TF detection is a guess; its loader reports its own errors
         raise UserError(
-            f"--output_dir {args.output_dir} exists and is not empty; pick a new or empty directory"
+            f"--input {args.input} is a {detected} dir, not {source}; pass --from={detected} or drop --from"
         )
-    source = args.source if args.source != "auto" else detect_source(args.input)
     config_fields: dict[str, Any] = {}
     if args.gin_file or bindings:
         if source != "meshtf":
@@ -88,8 +91,6 @@ def main(argv: Sequence[str]) -> int:
             )
         gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
         config_fields = _gin_config_fields()
-    if args.vocab and not os.path.isfile(args.vocab):
-        raise UserError(f"--vocab {args.vocab} does not exist; pass a SentencePiece .model file")
 
     from mesh_t5.model import T5Model
 
@@ -106,6 +107,12 @@ def main(argv: Sequence[str]) -> int:
         if args.vocab:
             model.vocab_path = args.vocab
         where = "Hugging Face dir" if source == "hf" else "mesh_t5 dir"
+    if args.vocab:
+        from mesh_t5.vocab import load_vocabulary
+
+        validate.vocabulary_fits(
+            load_vocabulary(args.vocab), model.config.vocab_size, f"--vocab {args.vocab}"
+        )
     if model.vocab_path is None:
         print("note: no vocabulary given (--vocab); the output has none", file=sys.stderr)
     model.save_pretrained(args.output_dir, format=args.to)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mesh_t5 import demo_corpus, demo_report
+from mesh_t5 import demo_corpus, demo_report, validate
 from mesh_t5.errors import UserError
 from mesh_t5.tasks import demo as demo_tasks
 
@@ -488,7 +488,7 @@ def step_infer(run: Run) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog="mesh-t5 demo",
         description="Pre-train, fine-tune, evaluate, decode and export a small T5 on the Python standard "
         "library's docstrings: offline, on a CPU, every step printed as the mesh-t5 command it runs.",
@@ -510,6 +510,12 @@ def main(argv: Sequence[str]) -> int:
     os.environ.setdefault(
         "TF_CPP_MIN_LOG_LEVEL", "2"
     )  # TensorFlow's start-up chatter would bury the progress
+    validate.output_dir(args.output_dir, "--output_dir", empty=False)
+    if args.stdlib_dir is not None:
+        hint = "pass a Python library directory, e.g. /usr/lib/python3.12"
+        validate.input_dir(args.stdlib_dir, "--stdlib_dir", hint)
+        if not demo_corpus.stdlib_source_files(args.stdlib_dir):
+            raise UserError(f"--stdlib_dir {args.stdlib_dir} holds no .py files; {hint}")
     settings = Settings.for_run(args.quick)
     run = Run(args.output_dir, settings)
     resuming = run.check_or_start()

@@ -14,7 +14,7 @@ from typing import Any
 import gin
 import jax
 
-from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network
+from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network, validate
 from mesh_t5 import train as train_lib
 from mesh_t5.commands.ensemble import split_checkpoints
 from mesh_t5.commands.train import call, configure, parse_args
@@ -65,6 +65,10 @@ def _checkpoint_dirs(path: Path, steps: str | Sequence[int]) -> list[tuple[int, 
     elif isinstance(steps, str):
         raise UserError(f"steps={steps!r} is unknown; use 'latest', 'all' or a list of steps")
     else:
+        steps = [steps] if isinstance(steps, int) else steps
+        if not isinstance(steps, Sequence) or not steps:
+            raise UserError(f"steps={steps!r} is unknown; use 'latest', 'all' or a list of steps")
+        steps = [validate.integer(s, "evaluate_checkpoints.steps", minimum=0) for s in steps]
         missing = sorted(set(steps) - set(available))
         if missing:
             raise UserError(f"steps {missing} are not checkpoints of {path}; available: {available}")
@@ -93,38 +97,60 @@ def evaluate_checkpoints(
 
     Several comma-separated (or listed) checkpoint paths are an ensemble: each member's latest
     checkpoint (or the checkpoints/<step> dir given) is loaded and they decode together."""
-    paths = [Path(p).absolute() for p in split_checkpoints(checkpoint_path)]
-    if not paths:
+    members = split_checkpoints(checkpoint_path)
+    if not members:
         raise UserError("CHECKPOINT_PATH is empty; pass a model dir (or several, for an ensemble)")
-    for p in paths:
-        if not p.exists():
-            raise UserError(f"CHECKPOINT_PATH {p} does not exist")
+    paths = [
+        Path(validate.input_dir(p, "CHECKPOINT_PATH", "pass a training MODEL_DIR or a model dir")).absolute()
+        for p in members
+    ]
     if len(paths) > 1 and steps != "latest":
         raise UserError(
             f"steps={steps!r} picks checkpoints of one run; an ensemble uses each member's latest checkpoint "
             "(or give checkpoints/<step> dirs as its members)"
         )
+    task_feature_lengths = validate.feature_lengths(task_feature_lengths)
+    validate.integer(batch_size, "BATCH_SIZE")
+    validate.integer(beam_size, "evaluate_checkpoints.beam_size")
+    validate.optional_integer(max_batches, "evaluate_checkpoints.max_batches")
+    validate.optional_integer(max_decode_examples, "evaluate_checkpoints.max_decode_examples", minimum=0)
     path = paths[0]
     config_dir = _config_dir(path)
+    if model_config is None:
+        for p in paths:
+            if not (_config_dir(p) / checkpoints.CONFIG_FILE).is_file():
+                raise UserError(
+                    f"CHECKPOINT_PATH {p} has no {checkpoints.CONFIG_FILE}; pass a training MODEL_DIR, one of "
+                    "its checkpoints/<step> dirs or a model dir"
+                )
     config = model_config or checkpoints.read_config(config_dir)
     for p in paths[1:]:
         if model_config is None and checkpoints.read_config(_config_dir(p)) != config:
             raise UserError(
                 f"ensemble member {p} has another model config than {path}; members must share one"
             )
-    layout = layouts.make_layout(mesh_shape, layout_rules) if (mesh_shape or jax.device_count() > 1) else None
+    eval_dir = output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
+    validate.output_dir(eval_dir, "evaluate_checkpoints.output_dir", empty=False)
+    tasks = evaluation._tasks_of(mixture_or_task_name)
+    validate.feature_lengths_fit(task_feature_lengths, tasks)
+    validate.task_vocabularies_fit(tasks, config.vocab_size)
+    layout = (
+        layouts.make_layout(mesh_shape, layout_rules)
+        if (mesh_shape or layout_rules or jax.device_count() > 1)
+        else None
+    )
     shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
     abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
+    chosen = _checkpoint_dirs(path, steps)
     eval_step_fn = train_lib.make_eval_step(config, layout)
-    output_dir = output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
     others = [
         checkpoints.load_params(_checkpoint_dirs(p, "latest")[-1][1], abstract, shardings)[0]
         for p in paths[1:]
     ]
-    writer = MetricWriter(output_dir)
+    writer = MetricWriter(eval_dir)
     results: dict[int, dict[str, float]] = {}
     try:
-        for step, directory in _checkpoint_dirs(path, steps):
+        for step, directory in chosen:
             params, saved_step, _ = checkpoints.load_params(directory, abstract, shardings)
             step = saved_step if step < 0 else step
             if others:
@@ -136,7 +162,7 @@ def evaluate_checkpoints(
                 beam_size=beam_size, layout=layout, eval_step_fn=eval_step_fn,
             )  # fmt: skip
             writer.write_scalars(step, results[step])
-            write_results(output_dir, step, results[step])
+            write_results(eval_dir, step, results[step])
             report(f"step {step}", results[step])
     finally:
         writer.close()

@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mesh_t5 import gin_utils
+from mesh_t5 import gin_utils, validate
 from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
 from mesh_t5.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog="mesh-t5 export",
         description="Write a TF SavedModel whose serving_default signature maps a batch of strings to "
         "decoded strings and scores (tokenization inside the graph), plus a `score` signature.",
@@ -60,9 +60,18 @@ def main(argv: Sequence[str]) -> int:
 
     from mesh_t5 import export
     from mesh_t5.model import T5Model
-    from mesh_t5.vocab import load_vocabulary
+    from mesh_t5.vocab import BYTE_VOCABULARY_NAMES, load_vocabulary
 
+    # Everything is checked before the model loads and before the output dir is made.
+    for member in checkpoints:
+        validate.input_dir(member, "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
     export.check_output_dir(str(output_dir))
+    platforms = [p.strip() for p in args.platforms.split(",")] if args.platforms is not None else None
+    export.check_arguments(
+        args.beam_size, args.max_decode_length, args.max_input_length, args.alpha, platforms
+    )
+    if args.vocab and args.vocab not in BYTE_VOCABULARY_NAMES:
+        validate.input_file(args.vocab, "--vocab", "pass --vocab=byte or a SentencePiece .model file")
     vocabulary = load_vocabulary(args.vocab) if args.vocab else None
     models = [T5Model.from_pretrained(c) for c in checkpoints]
     check_ensemble(models, checkpoints)
@@ -75,7 +84,7 @@ def main(argv: Sequence[str]) -> int:
         max_input_length=args.max_input_length,
         alpha=args.alpha,
         vocabulary=vocabulary,
-        platforms=args.platforms.split(",") if args.platforms else None,
+        platforms=platforms,
         ensemble=models[1:],
     )
     print(f"wrote SavedModel to {path} (signatures: serving_default, score)", file=sys.stderr)

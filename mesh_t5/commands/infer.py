@@ -19,6 +19,7 @@ Every flag can also be bound by gin as `infer.<flag>` (`--gin.infer.beam_size=4`
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from typing import Any
 
 import gin
 
-from mesh_t5 import gin_utils
+from mesh_t5 import gin_utils, validate
 from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
 from mesh_t5.errors import UserError
 
@@ -92,7 +93,7 @@ _HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog="mesh-t5 infer",
         description="Predict outputs for inputs (greedy, beam search or sampling), or score given targets.",
     )
@@ -109,10 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_file(path: str) -> list[dict[str, str]]:
     """Returns [{"inputs": ..., "targets"?: ...}] from a JSONL, TSV or text file."""
-    if not os.path.isfile(path):
-        raise UserError(f"--input_file {path} does not exist")
     examples = []
-    with open(path, encoding="utf-8") as f:
+    text = validate.read_text(path, "--input_file")
+    with io.StringIO(text, newline=None) as f:  # universal newlines, as open()
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if path.endswith((".jsonl", ".json")):
@@ -143,11 +143,7 @@ def _read_task(name: str, split: str, vocab: Any) -> tuple[list[dict[str, Any]],
     """Returns ([{"inputs", "targets"?, "input_ids", "target_ids"?}], the task's targets vocabulary)."""
     from mesh_t5 import data
 
-    task = data.get_mixture_or_task(name)
-    if not isinstance(task, data.Task):
-        raise UserError(f"{name!r} is a mixture; run each of its tasks")
-    if "inputs" not in task.output_features:
-        raise UserError(f"task {name!r} has no inputs feature; infer needs inputs to condition on")
+    task = data.get_mixture_or_task(name)  # a Task with inputs: checked by _check_settings
     vocab = vocab or task.output_features["inputs"].vocabulary
     examples = []
     for index, ex in enumerate(data.eval_examples(task, split)):
@@ -166,16 +162,20 @@ def _load_vocab(spec: str | None, model: Any) -> Any:
 
     if spec is None:
         return model.get_vocabulary() if model.vocab_path else None
-    if spec not in vocab_lib.BYTE_VOCABULARY_NAMES and not os.path.isfile(spec):
-        raise UserError(f"vocabulary {spec} does not exist; pass --vocab=byte or a SentencePiece .model file")
     return vocab_lib.load_vocabulary(spec)
+
+
+def _check_vocab_spec(spec: str | None) -> None:
+    from mesh_t5.vocab import BYTE_VOCABULARY_NAMES
+
+    if spec is not None and spec not in BYTE_VOCABULARY_NAMES:
+        validate.input_file(spec, "--vocab", "pass --vocab=byte or a SentencePiece .model file")
 
 
 def _open_output(path: str | None, overwrite: bool) -> Any:
     if path is None or path == "-":
         return sys.stdout
-    if os.path.exists(path) and not overwrite:
-        raise UserError(f"--output_file {path} exists; pass --overwrite to replace it or pick another path")
+    validate.output_file(path, "--output_file", overwrite=overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return open(path, "w", encoding="utf-8")
 
@@ -191,6 +191,47 @@ def resolve_settings(argv: Sequence[str]) -> dict[str, Any]:
     return values
 
 
+def _check_settings(s: dict[str, Any]) -> None:
+    """Refuses (one line) the settings no run can use, before anything loads."""
+    for name in ("batch_size", "max_input_length", "max_target_length"):
+        validate.integer(s[name], f"--{name}")
+    validate.optional_integer(s["limit"], "--limit")
+    validate.integer(s["seed"], "--seed", minimum=0)
+    validate.boolean(s["overwrite"], "--overwrite")
+    validate.decode_options(
+        s["max_decode_length"], s["beam_size"], s["alpha"], s["temperature"], s["top_k"], s["top_p"]
+    )
+    for checkpoint in split_checkpoints(s["checkpoint"]):
+        validate.input_dir(checkpoint, "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
+    _check_vocab_spec(s["vocab"])
+    if s["input_file"] is not None:
+        validate.input_file(s["input_file"], "--input_file")
+    if s["task"] is not None:
+        from mesh_t5 import data
+
+        task = data.get_mixture_or_task(s["task"])
+        if not isinstance(task, data.Task):
+            raise UserError(f"{s['task']!r} is a mixture; pass one of its tasks with --task")
+        if "inputs" not in task.output_features:
+            raise UserError(f"task {s['task']!r} has no inputs feature; infer needs inputs to condition on")
+    if s["mesh_shape"] is not None or s["layout_rules"] is not None:
+        from mesh_t5 import layouts  # imports jax: only when a layout is asked for
+
+        for name in ("mesh_shape", "layout_rules"):
+            if s[name] is not None:
+                validate.text(s[name], f"--{name}")
+        layouts.make_layout(s["mesh_shape"], s["layout_rules"])  # the mesh must fit the devices
+
+
+def _require_targets(examples: list[dict[str, Any]], key: str) -> None:
+    missing = sum(key not in ex for ex in examples)
+    if missing:
+        raise UserError(
+            f"score mode needs targets; {missing} of {len(examples)} examples have none "
+            "(give inputs<TAB>targets)"
+        )
+
+
 def main(argv: Sequence[str]) -> int:
     s = resolve_settings(argv)
     if s["mode"] not in MODES:
@@ -200,14 +241,17 @@ def main(argv: Sequence[str]) -> int:
         raise UserError("no model given; pass --checkpoint=DIR (a mesh_t5 or Hugging Face T5 dir)")
     if (s["input_file"] is None) == (s["task"] is None):
         raise UserError("give exactly one of --input_file=PATH and --task=NAME")
-    for name in ("batch_size", "max_input_length", "max_target_length"):
-        if s[name] < 1:
-            raise UserError(f"--{name}={s[name]} must be >= 1")
+    _check_settings(s)
     out_path = s["output_file"]
-    if out_path not in (None, "-") and os.path.exists(out_path) and not s["overwrite"]:
-        raise UserError(
-            f"--output_file {out_path} exists; pass --overwrite to replace it or pick another path"
-        )
+    if out_path not in (None, "-"):
+        validate.output_file(out_path, "--output_file", overwrite=bool(s["overwrite"]))
+    # Read the input and the vocabulary before loading the model: a bad file costs no model load.
+    examples = _read_file(s["input_file"]) if s["input_file"] is not None else None
+    if examples == []:
+        raise UserError(f"--input_file {s['input_file']} holds no examples; give one input per line")
+    if s["mode"] == "score" and examples is not None:
+        _require_targets(examples, "targets")
+    vocab = _load_vocab(s["vocab"], None) if s["vocab"] is not None else None
 
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
     from mesh_t5.model import T5Model
@@ -218,17 +262,17 @@ def main(argv: Sequence[str]) -> int:
     ]
     check_ensemble(models, checkpoints)
     model, params_list = models[0], [m.params for m in models]
-    vocab = _load_vocab(s["vocab"], model)
+    if vocab is None:
+        vocab = _load_vocab(None, model)
     if s["task"] is not None:
         examples, vocab = _read_task(s["task"], s["split"], vocab)
-    else:
-        examples = _read_file(s["input_file"])
     if vocab is None:
         raise UserError(
             f"{checkpoints[0]} has no vocabulary; pass --vocab=byte or a SentencePiece .model file"
         )
+    validate.vocabulary_fits(vocab, model.config.vocab_size, "the vocabulary")
     if s["limit"] is not None:
-        examples = examples[: max(s["limit"], 0)]
+        examples = examples[: s["limit"]]
     for ex in examples:
         ex.setdefault("input_ids", inference.tokenize(vocab, [ex["inputs"]])[0])
         if "targets" in ex:
@@ -237,9 +281,7 @@ def main(argv: Sequence[str]) -> int:
     common = dict(max_input_length=s["max_input_length"], batch_size=s["batch_size"])
     inputs = [ex["input_ids"] for ex in examples]
     if s["mode"] == "score":
-        missing = sum("target_ids" not in ex for ex in examples)
-        if missing:
-            raise UserError(f"score mode needs targets; {missing} of {len(examples)} examples have none")
+        _require_targets(examples, "target_ids")
         scores = inference.score_ids(
             model.config, params_list, inputs, [ex["target_ids"] for ex in examples],
             max_target_length=s["max_target_length"], layout=model.layout, **common,

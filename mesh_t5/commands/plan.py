@@ -6,14 +6,14 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from mesh_t5 import gin_utils
+from mesh_t5 import gin_utils, validate
 from mesh_t5.config import MODEL_SIZES, T5Config, get_model_config
 from mesh_t5.errors import UserError
 from mesh_t5.layouts import DEFAULT_LAYOUT_RULES
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog="mesh-t5 plan",
         description="Per-device bytes of parameters, gradients, Adafactor state and activations of a "
         "training step on a mesh, from shapes only (the mesh need not exist here), and whether it fits.",

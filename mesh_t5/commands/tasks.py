@@ -6,11 +6,12 @@ import argparse
 import importlib
 import re
 
+from mesh_t5 import validate
 from mesh_t5.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mesh-t5 tasks", description=__doc__)
+    p = validate.ArgumentParser(prog="mesh-t5 tasks", description=__doc__)
     p.add_argument("pattern", nargs="?", default="", help="regular expression the names must match")
     p.add_argument(
         "--module",
@@ -29,6 +30,12 @@ def import_modules(modules: list[str]) -> None:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
             raise UserError(f"--module {name!r} cannot be imported ({e}); check PYTHONPATH") from None
+        except Exception as e:  # the user's module is broken: name it and its error, not our traceback
+            raise UserError(
+                f"--module {name!r} raised {type(e).__name__}: {(str(e).splitlines() or [''])[0]} while "
+                f"importing; fix the module "
+                f"(python -c 'import {name}' shows where)"
+            ) from None
 
 
 def main(argv: list[str]) -> int:
@@ -39,7 +46,9 @@ def main(argv: list[str]) -> int:
     try:
         pattern = re.compile(args.pattern)
     except re.error as e:
-        raise UserError(f"pattern {args.pattern!r} is not a regular expression: {e}") from None
+        raise UserError(
+            f"pattern {args.pattern!r} is not a regular expression ({e}); pass a Python regex such as ^glue_"
+        ) from None
     tasks = [n for n in data.list_tasks() if pattern.search(n)]
     mixtures = [n for n in data.list_mixtures() if pattern.search(n)]
     width = max(map(len, tasks + mixtures), default=4)

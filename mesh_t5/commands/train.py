@@ -10,7 +10,7 @@ from typing import Any
 
 import gin
 
-from mesh_t5 import gin_utils, optim
+from mesh_t5 import gin_utils, optim, validate
 from mesh_t5 import train as train_lib
 from mesh_t5.errors import UserError
 
@@ -84,14 +84,14 @@ def experiment_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """Returns (argparse namespace with gin_file/gin_search_paths, gin bindings)."""
     rest, bindings = gin_utils.split_gin_bindings(argv)
-    parser = argparse.ArgumentParser(
+    parser = validate.ArgumentParser(
         prog=prog, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     gin_utils.add_gin_flags(parser)
     args, unknown = parser.parse_known_args(rest)
     if unknown:
         raise UserError(
-            f"unknown flag {unknown[0]!r}; flags are --gin_file, --gin_search_paths and --gin.NAME=VALUE"
+            f"unknown flag {unknown[0]!r}; use --gin_file, --gin_search_paths or --gin.NAME=VALUE"
         )
     if not args.gin_file:
         raise UserError(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from mesh_t5 import validate
 from mesh_t5.data.preprocessors import (
     ConcatAndSplit,
     append_eos_after_trim,
@@ -34,6 +35,12 @@ def random_spans_helper(
 ) -> tuple[int, int]:
     """Returns (raw tokens length, targets length) so that span corruption of a raw chunk gives
     exactly `inputs_length` input tokens (EOS counted), as T5's random_spans_helper: 512 -> (568, 114)."""
+    # A chunk needs a token besides EOS; at density 0 or 1 there is nothing (or only noise) to corrupt.
+    validate.integer(inputs_length, "inputs_length", minimum=2)
+    validate.number(noise_density, "noise_density", 0, 1, open_min=True, open_max=True)
+    validate.number(mean_noise_span_length, "mean_noise_span_length", minimum=1)
+    validate.integer(extra_tokens_per_span_inputs, "extra_tokens_per_span_inputs", minimum=0)
+    validate.integer(extra_tokens_per_span_targets, "extra_tokens_per_span_targets", minimum=0)
 
     def lengths(tokens_length: int) -> tuple[int, int]:
         num_noise = round(tokens_length * noise_density)

@@ -22,6 +22,7 @@ import numpy as np
 from mesh_t5.data.sources import Source
 from mesh_t5.data.stream import Key, MapStage, SourceStream, Stream, rng_for, stable_hash
 from mesh_t5.errors import UserError
+from mesh_t5.validate import ArgumentTypeError
 from mesh_t5.vocab import Vocabulary
 
 log = logging.getLogger("mesh_t5.data")
@@ -422,6 +423,7 @@ class _Registry:
         return item
 
     def get(self, name: str) -> Any:
+        _check_name(name, self.kind)
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=3)
             hint = (
@@ -457,6 +459,13 @@ TaskRegistry = _TaskRegistry("task")
 MixtureRegistry = _MixtureRegistry("mixture")
 
 
+def _check_name(name: Any, kind: str) -> None:
+    if not isinstance(name, str):
+        raise ArgumentTypeError(
+            f"a {kind} name must be a string, not {type(name).__name__} {name!r}; pass its name"
+        )
+
+
 def _ensure_catalogue() -> None:
     """Imports mesh_t5.tasks once so that the built-in catalogue is registered."""
     import mesh_t5.tasks  # noqa: F401
@@ -476,6 +485,7 @@ def get_mixture(name: str) -> Mixture:
 
 def get_mixture_or_task(name: str) -> Task | Mixture:
     """Returns the task or mixture called `name`."""
+    _check_name(name, "task or mixture")
     _ensure_catalogue()
     if name in MixtureRegistry._items:
         return MixtureRegistry._items[name]
