@@ -365,7 +365,7 @@ def step_train(run: Run, name: str) -> dict:
         steps = s.few_shot_steps if few else s.finetune_steps
         argv += ["--gin_file=runs/demo_finetune.gin"]
         if few:
-            argv += [f"--gin.MIXTURE_OR_TASK_NAME='{demo_tasks.MIXTURE_FEW}'"]
+            argv += [f'--gin.MIXTURE_OR_TASK_NAME="{demo_tasks.MIXTURE_FEW}"']
         if name.endswith("_pretrained"):  # TRAIN_STEPS counts the checkpoint's pre-training steps too
             argv += [
                 f"--gin.INIT_CHECKPOINT={run.root / 'pretrain'}",
