@@ -30,6 +30,9 @@ METRIC_LABELS = {
 }
 HEADLINE_METRIC = {demo_tasks.SUMMARIZE: "rougeLsum", demo_tasks.FAMILY: "accuracy"}
 MODELS = {"pretrained": "pre-trained + fine-tuned", "scratch": "fine-tuned from scratch"}
+# The low-resource arm: the same two starts fine-tuned on a few labelled examples per task.
+FEW_MODELS = {"few_pretrained": "pre-trained, few examples", "few_scratch": "from scratch, few examples"}
+ALL_LABELS = {**MODELS, **FEW_MODELS}
 
 
 def plot_loss_curves(panels: Mapping[str, Mapping[str, Curve]], path: Path | str, title: str = "") -> Path:
@@ -105,32 +108,89 @@ def shorten(text: str, limit: int = 160) -> str:
     return text[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
-def pretraining_verdict(
-    scores: Mapping[str, Mapping[str, float]], metric_names: Mapping[str, str]
-) -> list[str]:
-    """Returns one honest sentence per task comparing fine-tuning from pre-training vs from scratch.
+def per_example_scores(task_name: str, targets: Sequence[str], predictions: Sequence[str]) -> list[float]:
+    """Returns each example's headline score x100: ROUGE-Lsum F (as `metrics.rouge`) or 0/100 for a match."""
+    if task_name == demo_tasks.FAMILY:
+        return [100.0 * (t == p) for t, p in zip(targets, predictions, strict=True)]
+    from rouge_score import rouge_scorer
 
-    `scores[task]` holds "pretrained" and "scratch" values (percent, higher is better) of the metric
-    `metric_names[task]`; the sentence says which won and by how much, whichever way it went.
+    scorer = rouge_scorer.RougeScorer(["rougeLsum"])
+    return [
+        100.0 * scorer.score(t.replace(" . ", " .\n"), p.replace(" . ", " .\n"))["rougeLsum"].fmeasure
+        for t, p in zip(targets, predictions, strict=True)
+    ]
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """Returns {"difference", "low", "high", "examples"}: mean(a - b) and its percentile bootstrap interval.
+
+    `a[i]` and `b[i]` are two models' scores on the same test example i (paired), so the
+    differences are independent draws over test examples and resampling them with replacement
+    estimates how much the mean difference would move on another test set of this size. It says
+    nothing about training randomness (initialisation, data order): that is held fixed.
     """
-    lines = []
-    for task, metric in metric_names.items():
-        pre, scratch = scores.get(task, {}).get("pretrained"), scores.get(task, {}).get("scratch")
-        if pre is None or scratch is None:
-            lines.append(f"- {task}: not measured.")
-            continue
-        diff = pre - scratch
-        if abs(diff) < 0.5:
-            verdict = "pre-training made no clear difference"
-        elif diff > 0:
-            verdict = "pre-training helped"
-        else:
-            verdict = "pre-training did NOT help here (fine-tuning from scratch scored higher)"
-        lines.append(
-            f"- {task}: {metric} {pre:.1f} from the pre-trained checkpoint vs {scratch:.1f} "
-            f"from scratch ({diff:+.1f} points): {verdict}."
-        )
-    return lines
+    import numpy as np
+
+    diffs = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if diffs.ndim != 1 or len(a) != len(b) or not len(diffs):
+        raise ValueError(f"need two equally long non-empty score lists, got {len(a)} and {len(b)}")
+    # [resamples, n] indices: each row is one test set of n examples drawn with replacement.
+    means = diffs[np.random.default_rng(seed).integers(0, len(diffs), (resamples, len(diffs)))].mean(axis=1)
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return {"difference": float(diffs.mean()), "low": float(low), "high": float(high), "examples": len(diffs)}
+
+
+def transfer_verdict(comparison: Mapping[str, float]) -> str:
+    """Says what a paired comparison (see `paired_bootstrap`) shows, from its interval alone."""
+    if comparison["low"] > 0:
+        return "pre-training helped (the 95% interval is above zero)"
+    if comparison["high"] < 0:
+        return "pre-training did NOT help: it scored lower (the 95% interval is below zero)"
+    return "no difference beyond test-sample noise (the 95% interval includes zero)"
+
+
+def transfer_section(comparisons: Sequence[Mapping[str, object]]) -> str:
+    """Returns the pre-trained vs from-scratch table of each fine-tuning arm and task, with intervals.
+
+    Each comparison: {"arm", "task", "metric", "scratch", "pretrained", "difference", "low", "high",
+    "examples"} with scores as per-example means (percent); the verdict comes from the interval.
+    """
+    rows = [
+        [
+            c["arm"],
+            c["task"],
+            c["metric"],
+            f"{c['scratch']:.1f}",
+            f"{c['pretrained']:.1f}",
+            f"{c['difference']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]",
+            transfer_verdict(c),
+        ]
+        for c in comparisons
+    ]
+    table = markdown_table(
+        [
+            "fine-tuning data",
+            "task",
+            "metric (per-example mean, %)",
+            "from scratch",
+            "pre-trained",
+            "difference [95% interval]",
+            "verdict",
+        ],
+        rows,
+    )
+    if not comparisons:
+        return "(not measured)"
+    examples = sorted({int(c["examples"]) for c in comparisons})
+    return (
+        f"{table}\n\nBoth models of an arm are fine-tuned with the same steps and data and "
+        f"scored on the same test examples ({', '.join(map(str, examples))} per task); the interval is a "
+        "paired bootstrap over those examples (2,000 resamples of the per-example differences). It covers "
+        "test-sample noise only: each model is one training run (one seed, one draw of the few examples)."
+    )
 
 
 def baseline_name(task: str, baseline: Mapping[str, object]) -> str:
@@ -154,7 +214,7 @@ def baseline_verdict(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
             lines.append(f"- {task}: not measured.")
             continue
         parts = []
-        for model, label in MODELS.items():
+        for model, label in ALL_LABELS.items():
             value = by_model.get(model, {}).get(metric)
             if value is not None:
                 word = "beats" if value > base else "does NOT beat"
@@ -164,7 +224,13 @@ def baseline_verdict(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) ->
 
 
 def results_section(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Returns the metrics table (baseline, from scratch, pre-trained) and the honest verdicts below it."""
+    """Returns the metrics table (baseline, each fine-tuned model) and the baseline verdicts below it.
+
+    Columns: from scratch and pre-trained, then the few-example arm's two when `scores` has them.
+    """
+    models = ["scratch", "pretrained"] + [
+        m for m in ("few_scratch", "few_pretrained") if any(m in by_model for by_model in scores.values())
+    ]
     rows = []
     for task, metrics in TASK_METRICS.items():
         by_model = scores.get(task, {})
@@ -177,16 +243,12 @@ def results_section(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
                     METRIC_LABELS.get(metric, metric),
                     f"{format_number(base)} ({baseline_name(task, baseline)})",
                 ]
-                + [format_number(by_model.get(model, {}).get(metric)) for model in ("scratch", "pretrained")]
+                + [format_number(by_model.get(model, {}).get(metric)) for model in models]
             )
     table = markdown_table(
-        ["task", "metric (test split, %)", "trivial baseline", MODELS["scratch"], MODELS["pretrained"]], rows
+        ["task", "metric (test split, %)", "trivial baseline", *(ALL_LABELS[m] for m in models)], rows
     )
-    headline = {
-        task: {model: by_model.get(metric) for model, by_model in scores.get(task, {}).items()}
-        for task, metric in HEADLINE_METRIC.items()
-    }
-    lines = [*baseline_verdict(scores), *pretraining_verdict(headline, HEADLINE_METRIC)]
+    lines = baseline_verdict(scores)
     shortest = scores.get(demo_tasks.SUMMARIZE, {}).get("shortest", {}).get("rougeLsum")
     if shortest is not None:
         lines.append(

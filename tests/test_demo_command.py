@@ -92,7 +92,7 @@ def test_quick_demo_end_to_end(tmp_path):
     # Checkpoints restore and run.
     from mesh_t5.model import T5Model
 
-    for name in ("pretrain", "finetune_pretrained", "finetune_scratch"):
+    for name in demo.MODEL_DIRS.values():
         model = T5Model.from_pretrained(str(out / name))
         logits = model.logits(np.array([[5, 6, 7, 1]], np.int32), np.array([[0, 5]], np.int32))
         assert logits.shape == (1, 2, vocab.vocab_size) and np.isfinite(logits).all()
@@ -112,17 +112,19 @@ def test_quick_demo_end_to_end(tmp_path):
     results = json.loads((out / demo.RESULTS_FILE).read_text())
     scores = results["scores"]
     for task, metric in demo_report.HEADLINE_METRIC.items():
-        for model in ("baseline", "pretrained", "scratch"):
+        for model in ("baseline", *demo_report.ALL_LABELS):
             assert 0.0 <= scores[task][model][metric] <= 100.0
     assert 0.0 <= scores["demo_summarize"]["pretrained"]["generated_rougeLsum"] <= 100.0
     # The baselines score the same test examples the models decode.
     evaluated = results["settings"]["eval_examples"]
-    family_test = demo_corpus.read_examples(out / "data" / "family_test.jsonl")[:evaluated]
+    family_test = demo.spread(demo_corpus.read_examples(out / "data" / "family_test.jsonl"), evaluated)
     assert scores["demo_family"]["pretrained"]["examples"] == len(family_test) == evaluated
+    # Spread over the test file (in module order), not its first examples: several families.
+    assert len({e["targets"] for e in family_test}) >= 4
     label = scores["demo_family"]["baseline"]["label"]
     expected = 100.0 * sum(e["targets"] == label for e in family_test) / len(family_test)
     assert abs(scores["demo_family"]["baseline"]["accuracy"] - expected) < 1e-9
-    summarize_test = demo_corpus.read_examples(out / "data" / "summarize_test.jsonl")[:evaluated]
+    summarize_test = demo.spread(demo_corpus.read_examples(out / "data" / "summarize_test.jsonl"), evaluated)
     from mesh_t5.data import metrics
 
     targets = [e["targets"] for e in summarize_test]
@@ -137,7 +139,23 @@ def test_quick_demo_end_to_end(tmp_path):
             p in demo_corpus.summarize_sentences(e["inputs"])
             for p, e in zip(picked, summarize_test, strict=False)
         )
+    # The low-resource arm trained on its few examples (drawn from the training file), and each arm's
+    # two starts are compared on the same test examples with an interval around the difference.
+    settings = demo.Settings.for_run(True)
+    for task in ("summarize", "family"):
+        few = demo_corpus.read_examples(out / "data" / f"{task}_few_train.jsonl")
+        train_ids = {e["id"] for e in demo_corpus.read_examples(out / "data" / f"{task}_train.jsonl")}
+        assert len(few) == settings.few_shot_examples and {e["id"] for e in few} <= train_ids
+    comparisons = results["steps"]["evaluate"]["comparisons"]
+    assert [(c["task"], "few-example" in c["arm"]) for c in comparisons] == [
+        ("demo_summarize", False), ("demo_family", False), ("demo_summarize", True), ("demo_family", True)
+    ]  # fmt: skip
+    for c in comparisons:
+        assert c["low"] <= c["difference"] <= c["high"] and c["examples"] == evaluated
+    few_family = comparisons[3]
+    assert abs(few_family["pretrained"] - scores["demo_family"]["few_pretrained"]["accuracy"]) < 1e-9
     report = (out / demo.REPORT_FILE).read_text()
+    assert "## Does pre-training help?" in report and "few-example arm" in report
     assert (
         "| demo_summarize | ROUGE-Lsum, picked sentence |" in report
         and "| demo_family | accuracy |" in report

@@ -43,22 +43,62 @@ def test_shorten_cuts_at_a_word():
     assert dr.shorten("  alpha\n beta ", 20) == "alpha beta"
 
 
-def test_verdict_reports_either_direction_honestly():
-    lines = dr.pretraining_verdict(
-        {
-            "summarize": {"pretrained": 30.0, "scratch": 25.0},
-            "family": {"pretrained": 50.0, "scratch": 60.0},
-            "same": {"pretrained": 50.0, "scratch": 50.1},
-        },
-        {"summarize": "ROUGE-L", "family": "accuracy", "same": "accuracy", "missing": "accuracy"},
+def test_paired_bootstrap_matches_the_binomial_standard_error():
+    # 10 of 100 examples flip from wrong to right: mean difference 10 points, standard error
+    # sqrt(0.1 * 0.9 / 100) = 3 points, so the 95% interval is about 10 -/+ 5.9.
+    pre, scratch = [100.0] * 10 + [0.0] * 90, [0.0] * 100
+    result = dr.paired_bootstrap(pre, scratch)
+    assert result["difference"] == 10.0 and result["examples"] == 100
+    assert 3.0 < result["low"] < 5.5 and 14.5 < result["high"] < 17.0
+    assert dr.paired_bootstrap(pre, scratch) == result  # seeded: the report's numbers are reproducible
+    # Identical per-example differences leave no noise.
+    assert dr.paired_bootstrap([3.0, 5.0], [1.0, 3.0]) == {
+        "difference": 2.0,
+        "low": 2.0,
+        "high": 2.0,
+        "examples": 2,
+    }
+
+
+def test_per_example_scores():
+    assert dr.per_example_scores("demo_family", ["xml", "email"], ["xml", "logging"]) == [100.0, 0.0]
+    scores = dr.per_example_scores("demo_summarize", ["a b c d", "a b", "x y"], ["a b c d", "a b c d", "z"])
+    assert scores[0] == 100.0 and abs(scores[1] - 200.0 / 3.0) < 1e-9 and scores[2] == 0.0
+
+
+def test_transfer_section_verdicts_come_from_the_interval():
+    def comparison(arm, task, pre, scratch, low, high):
+        return {
+            "arm": arm,
+            "task": task,
+            "metric": "accuracy",
+            "pretrained": pre,
+            "scratch": scratch,
+            "difference": pre - scratch,
+            "low": low,
+            "high": high,
+            "examples": 237,
+        }
+
+    text = dr.transfer_section(
+        [
+            comparison("2084 training examples", "demo_family", 83.1, 82.7, -3.2, 4.0),
+            comparison("64 training examples (few-example arm)", "demo_family", 61.2, 40.1, 14.8, 27.4),
+            comparison("64 training examples (few-example arm)", "demo_summarize", 50.0, 55.5, -9.0, -2.1),
+        ]
     )
-    assert (
-        lines[0]
-        == "- summarize: ROUGE-L 30.0 from the pre-trained checkpoint vs 25.0 from scratch (+5.0 points): pre-training helped."
+    lines = text.splitlines()
+    assert lines[2] == (
+        "| 2084 training examples | demo_family | accuracy | 82.7 | 83.1 | +0.4 [-3.2, +4.0] | "
+        "no difference beyond test-sample noise (the 95% interval includes zero) |"
     )
-    assert "(-10.0 points)" in lines[1] and "did NOT help" in lines[1]
-    assert "no clear difference" in lines[2]
-    assert lines[3] == "- missing: not measured."
+    assert lines[3] == (
+        "| 64 training examples (few-example arm) | demo_family | accuracy | 40.1 | 61.2 | +21.1 [+14.8, +27.4] | "
+        "pre-training helped (the 95% interval is above zero) |"
+    )
+    assert "| -5.5 [-9.0, -2.1] | pre-training did NOT help: it scored lower" in lines[4]
+    assert "scored on the same test examples (237 per task)" in text and "paired bootstrap" in text
+    assert dr.transfer_section([]).startswith("(not measured)")
 
 
 def test_write_report(tmp_path):
@@ -104,8 +144,16 @@ def test_results_section_lists_every_metric_with_its_baseline():
     )
     assert text.endswith("picking the input's shortest sentence, scores ROUGE-Lsum 69.2.")
     assert "| demo_family | accuracy | 31.2 (majority class (tkinter)) | 82.3 | 78.9 |" in text
-    assert "rougeLsum 79.5 from the pre-trained checkpoint vs 44.0 from scratch (+35.5 points)" in text
-    assert "accuracy 78.9 from the pre-trained checkpoint vs 82.3 from scratch (-3.4 points)" in text
+    assert "from scratch, few examples" not in text  # no few-example arm in these scores: no columns
+    with_few = dict(SCORES, demo_family={**SCORES["demo_family"], "few_pretrained": {"accuracy": 60.0}})
+    with_few["demo_family"]["few_scratch"] = {"accuracy": 40.5}
+    text = dr.results_section(with_few)
+    assert "| demo_family | accuracy | 31.2 (majority class (tkinter)) | 82.3 | 78.9 | 40.5 | 60.0 |" in text
+    assert (
+        "| demo_summarize | ROUGE-Lsum, picked sentence | 49.0 (lead sentence of the input) | 44.0 | 79.5 | — | — |"
+        in text
+    )
+    assert "from scratch, few examples beats it (40.5, +9.3 points)" in text
     empty = dr.results_section({})
     assert (
         "| demo_summarize | ROUGE-Lsum, picked sentence | — (lead sentence of the input) | — | — |" in empty

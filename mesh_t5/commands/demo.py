@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import shlex
 import sys
 import time
@@ -31,6 +32,8 @@ STEPS = (
     "pretrain",
     "finetune_pretrained",
     "finetune_scratch",
+    "finetune_few_pretrained",
+    "finetune_few_scratch",
     "evaluate",
     "infer",
     "export",
@@ -50,18 +53,20 @@ class Settings:
     model_gin: str  # gin file under mesh_t5/gin/runs/
     pretrain_steps: int
     finetune_steps: int
+    few_shot_examples: int  # labelled training examples per task in the low-resource arm
+    few_shot_steps: int  # its fine-tuning steps (from each start)
     batch_size: int
     inputs_length: int
     targets_length: int
-    eval_examples: int  # test examples decoded per task (0: all)
+    eval_examples: int  # test examples decoded per task, spread over the file (0: all)
     num_samples: int  # held-out examples shown with beam search
     beam_size: int
 
     @classmethod
     def for_run(cls, quick: bool) -> Settings:
         if quick:
-            return cls(True, 1000, "demo_model_quick.gin", 60, 40, 16, 128, 32, 48, 3, 4)
-        return cls(False, 2000, "demo_model.gin", 600, 400, 32, 128, 32, 0, 5, 4)
+            return cls(True, 1000, "demo_model_quick.gin", 60, 25, 32, 15, 16, 128, 32, 32, 3, 4)
+        return cls(False, 2000, "demo_model.gin", 600, 300, 64, 150, 32, 128, 32, 0, 5, 4)
 
 
 class Run:
@@ -169,6 +174,13 @@ def step_corpus(run: Run, stdlib_dir: str | None) -> dict:
         for split, name in demo_tasks.PRETRAIN_FILES.items()
     }
     counts = demo_corpus.write_task_files(docs, run.data)
+    few_counts = {}
+    for task in demo_corpus.TASK_FILES:
+        train = demo_corpus.read_examples(str(run.data / demo_corpus.TASK_FILES[task]).format(split="train"))
+        # A seeded random draw over the whole file (it is in module order, so families cluster).
+        few = random.Random(f"few:{task}").sample(train, min(run.settings.few_shot_examples, len(train)))
+        write_jsonl(run.data / demo_tasks.FEW_SHOT_FILE.format(task=task), few)
+        few_counts[task] = len(few)
     say(
         f"    {counters['docstrings']} docstrings in {counters['files']} files -> {len(docs)} clean documents "
         f"({sum(len(d.text) for d in docs) / 1e6:.2f} MB); pre-training text {sizes['train'] / 1e6:.2f} MB"
@@ -180,6 +192,7 @@ def step_corpus(run: Run, stdlib_dir: str | None) -> dict:
         "documents": len(docs),
         "pretrain_bytes": sizes,
         "task_examples": counts,
+        "few_shot_examples": few_counts,
     }
 
 
@@ -197,11 +210,27 @@ def step_vocab(run: Run) -> dict:
     return {"vocab_size": vocab.vocab_size, "path": str(path)}
 
 
+def write_jsonl(path: Path, examples: Sequence[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for example in examples:
+            f.write(json.dumps(example, ensure_ascii=False) + "\n")
+    return path
+
+
+def spread(examples: Sequence[dict], n: int) -> list[dict]:
+    """Returns n examples evenly spaced over the list (all when n is 0 or too large).
+
+    The task files are in module order, so the first n would all come from one or two families.
+    """
+    if not n or n >= len(examples):
+        return list(examples)
+    return [examples[i * len(examples) // n] for i in range(n)]
+
+
 def test_examples(run: Run, task: str) -> list[dict[str, str]]:
-    """Returns the test examples of "summarize" or "family" that evaluation decodes (the first eval_examples, or all)."""
+    """Returns the test examples of "summarize" or "family" that evaluation decodes (eval_examples spread, or all)."""
     path = str(run.data / demo_corpus.TASK_FILES[task]).format(split="test")
-    examples = demo_corpus.read_examples(path)
-    return examples[: run.settings.eval_examples] if run.settings.eval_examples else examples
+    return spread(demo_corpus.read_examples(path), run.settings.eval_examples)
 
 
 def baselines(run: Run) -> dict[str, dict[str, dict]]:
@@ -236,7 +265,12 @@ def read_loss_curve(model_dir: Path, tag: str = "loss") -> list[tuple[int, float
     return sorted(read_scalars(str(log_dir)).get(tag, []))
 
 
-MODEL_DIRS = {"pretrain": "pretrain", "pretrained": "finetune_pretrained", "scratch": "finetune_scratch"}
+# "pretrain" and each fine-tuned model ("pretrained", "scratch", "few_pretrained", "few_scratch")
+# -> its MODEL_DIR; the step that trains a fine-tuned model is named like its directory.
+MODEL_DIRS = {
+    "pretrain": "pretrain",
+    **{m: f"finetune_{m}" for m in (*demo_report.MODELS, *demo_report.FEW_MODELS)},
+}
 ARTEFACTS = (
     ("cleaned corpus (JSONL)", "data/corpus.jsonl"),
     ("task files", "data/summarize_*.jsonl, data/family_*.jsonl, data/pretrain_*.txt"),
@@ -263,11 +297,17 @@ def step_report(run: Run) -> dict:
     offset = pretrain_curve[-1][0] if pretrain_curve else 0
     curves = {
         "pre-training (span corruption)": {"pre-training": pretrain_curve},
-        "fine-tuning (summarize + family), steps since it began": {
-            "from the pre-trained checkpoint": [
-                (step - offset, loss) for step, loss in read_loss_curve(run.root / MODEL_DIRS["pretrained"])
-            ],
-            "from scratch": read_loss_curve(run.root / MODEL_DIRS["scratch"]),
+        **{
+            f"fine-tuning on {data}, steps since it began": {
+                "from the pre-trained checkpoint": [
+                    (step - offset, loss) for step, loss in read_loss_curve(run.root / MODEL_DIRS[pre])
+                ],
+                "from scratch": read_loss_curve(run.root / MODEL_DIRS[scratch]),
+            }
+            for data, pre, scratch in (
+                ("all examples", "pretrained", "scratch"),
+                (f"{run.settings.few_shot_examples} examples per task", "few_pretrained", "few_scratch"),
+            )
         },
     }
     png = demo_report.plot_loss_curves(
@@ -277,10 +317,17 @@ def step_report(run: Run) -> dict:
     setup = (
         f"Model: `{s.model_gin}`; vocabulary {info['vocab'].get('vocab_size', '?')} ids; batch {s.batch_size}; "
         f"lengths inputs {s.inputs_length} / targets {s.targets_length}; pre-training {s.pretrain_steps} steps; "
-        f"fine-tuning {s.finetune_steps} steps from each start; beam size {s.beam_size} for samples."
+        f"fine-tuning {s.finetune_steps} steps from each start on all training examples, and {s.few_shot_steps} "
+        f"steps on {s.few_shot_examples} examples per task (a seeded random draw: "
+        f"`data/{demo_tasks.FEW_SHOT_FILE.format(task='*')}`); test examples evaluated per task: "
+        f"{s.eval_examples or 'all'}; beam size {s.beam_size} for samples."
     )
     commands = "\n".join(f"    {c}" for i in info.values() for c in i.get("commands", []))
     sections = [
+        (
+            "Does pre-training help? (pre-trained vs from scratch, same fine-tuning)",
+            demo_report.transfer_section(info["evaluate"].get("comparisons", [])),
+        ),
         ("Results", demo_report.results_section(scores)),
         ("Loss curves", f"![loss curves]({png.name})"),
         (
@@ -305,27 +352,27 @@ def step_report(run: Run) -> dict:
 
 
 def step_train(run: Run, name: str) -> dict:
-    """Pre-trains ("pretrain") or fine-tunes ("finetune_pretrained" / "finetune_scratch") with `mesh-t5 train`."""
+    """Pre-trains ("pretrain") or fine-tunes (the steps "finetune_<model>", see MODEL_DIRS) with `mesh-t5 train`."""
     s = run.settings
     vocab_size = (run.done("vocab") or {})["vocab_size"]
     lengths = f'{{"inputs": {s.inputs_length}, "targets": {s.targets_length}}}'
     argv = ["train", f"--gin_file=runs/{s.model_gin}"]
+    model_dir = run.root / name
     if name == "pretrain":
         argv += ["--gin_file=runs/demo_pretrain.gin", f"--gin.TRAIN_STEPS={s.pretrain_steps}"]
     else:
+        few = name.startswith("finetune_few_")
+        steps = s.few_shot_steps if few else s.finetune_steps
         argv += ["--gin_file=runs/demo_finetune.gin"]
-        if name == "finetune_pretrained":
-            init = run.root / MODEL_DIRS["pretrain"]
+        if few:
+            argv += [f'--gin.MIXTURE_OR_TASK_NAME="{demo_tasks.MIXTURE_FEW}"']
+        if name.endswith("_pretrained"):  # TRAIN_STEPS counts the checkpoint's pre-training steps too
             argv += [
-                f"--gin.INIT_CHECKPOINT={init}",
-                f"--gin.TRAIN_STEPS={s.pretrain_steps + s.finetune_steps}",
+                f"--gin.INIT_CHECKPOINT={run.root / 'pretrain'}",
+                f"--gin.TRAIN_STEPS={s.pretrain_steps + steps}",
             ]
         else:
-            argv += [f"--gin.TRAIN_STEPS={s.finetune_steps}"]
-    model_dir = (
-        run.root
-        / MODEL_DIRS[{"pretrain": "pretrain", "finetune_pretrained": "pretrained"}.get(name, "scratch")]
-    )
+            argv += [f"--gin.TRAIN_STEPS={steps}"]
     argv += [
         f"--gin.MODEL_DIR={model_dir}",
         f"--gin.T5Config.vocab_size={vocab_size}",
@@ -410,10 +457,12 @@ def select_by_score(run: Run, model: str, examples: list[dict[str, str]]) -> tup
 
 
 def step_evaluate(run: Run) -> dict:
-    """Scores both fine-tuned models on the test split next to the baselines.
+    """Scores every fine-tuned model on the test split next to the baselines, and compares the starts.
 
     family: greedy decoding, accuracy. summarize: the sentence the model scores highest
-    (ROUGE under the plain names) and, separately, its greedy generation ("generated_*").
+    (ROUGE under the plain names) and, for the full-data models, its greedy generation
+    ("generated_*"). Each arm's pre-trained model is compared with its from-scratch one by a
+    paired bootstrap over the same test examples (`demo_report.paired_bootstrap`).
     """
     from mesh_t5 import data
     from mesh_t5.data import metrics
@@ -421,46 +470,84 @@ def step_evaluate(run: Run) -> dict:
     s = run.settings
     scores: dict[str, dict] = baselines(run)
     commands, picked = [], {}
-    limit = [f"--limit={s.eval_examples}"] if s.eval_examples else []
-    summaries = test_examples(run, "summarize")
+    per_example: dict[str, dict[str, list[float]]] = {}
     for task_name in demo_report.HEADLINE_METRIC:
         task = data.get_task(task_name)
-        for model in ("pretrained", "scratch"):
-            records, argv = _predict(run, model, task_name, [f"--task={task_name}", "--split=test", *limit])
-            commands.append(_shown(run, argv))
-            targets = [task.postprocess(r["targets"], is_target=True) for r in records]
-            predictions = [task.postprocess(r["outputs"]) for r in records]
+        examples = test_examples(run, task_name.removeprefix("demo_"))
+        eval_file = write_jsonl(run.data / f"eval_{task_name}.jsonl", examples)
+        targets = [task.postprocess(e["targets"], is_target=True) for e in examples]
+        per_example[task_name] = {}
+        for model in (*demo_report.MODELS, *demo_report.FEW_MODELS):
             result: dict[str, float] = {}
-            for metric_fn in task.metric_fns:
-                result.update({k: float(v) for k, v in metric_fn(targets, predictions).items()})
+            if task_name == demo_tasks.FAMILY or model in demo_report.MODELS:
+                records, argv = _predict(run, model, task_name, [f"--input_file={eval_file}"])
+                commands.append(_shown(run, argv))
+                predictions = [task.postprocess(r["outputs"]) for r in records]
+                for metric_fn in task.metric_fns:
+                    result.update({k: float(v) for k, v in metric_fn(targets, predictions).items()})
             if task_name == demo_tasks.SUMMARIZE:
                 result = {f"generated_{k}": v for k, v in result.items()}
-                picked[model], argv = select_by_score(run, model, summaries)
+                picked[model], argv = select_by_score(run, model, examples)
                 commands.append(_shown(run, argv))
-                result.update(metrics.rouge([e["targets"] for e in summaries], picked[model]))
-            result["examples"] = len(records)
+                result.update(metrics.rouge(targets, picked[model]))
+                predictions = picked[model]
+            per_example[task_name][model] = demo_report.per_example_scores(task_name, targets, predictions)
+            result["examples"] = len(examples)
             scores[task_name][model] = result
         metric = demo_report.HEADLINE_METRIC[task_name]
         say(
-            f"    {task_name} {metric}: baseline {scores[task_name]['baseline'][metric]:.1f}, from scratch "
-            f"{scores[task_name]['scratch'][metric]:.1f}, pre-trained {scores[task_name]['pretrained'][metric]:.1f}"
+            f"    {task_name} {metric}: baseline {scores[task_name]['baseline'][metric]:.1f}; "
+            + ", ".join(
+                f"{label} {scores[task_name][m][metric]:.1f}" for m, label in demo_report.ALL_LABELS.items()
+            )
         )
-    # The sentences picked for the examples step_infer shows (the first of the test split).
-    shown = {model: sentences[: s.num_samples] for model, sentences in picked.items()}
-    return {"commands": commands, "scores": scores, "picked": shown}
+    comparisons = []
+    train_counts = (run.done("corpus") or {}).get("task_examples", {})
+    for arm, pre, scratch in (("all", "pretrained", "scratch"), ("few", "few_pretrained", "few_scratch")):
+        for task_name in demo_report.HEADLINE_METRIC:
+            short = task_name.removeprefix("demo_")
+            n = s.few_shot_examples if arm == "few" else train_counts.get(short, {}).get("train", "?")
+            by_model = per_example[task_name]
+            comparison = {
+                "arm": f"{n} training examples" + (" (few-example arm)" if arm == "few" else ""),
+                "task": task_name,
+                "metric": demo_report.METRIC_LABELS.get(demo_report.HEADLINE_METRIC[task_name], "accuracy"),
+                "pretrained": sum(by_model[pre]) / len(by_model[pre]),
+                "scratch": sum(by_model[scratch]) / len(by_model[scratch]),
+                **demo_report.paired_bootstrap(by_model[pre], by_model[scratch]),
+            }
+            comparisons.append(comparison)
+            say(
+                f"    {comparison['arm']}, {task_name}: pre-trained - scratch = {comparison['difference']:+.1f} "
+                f"[{comparison['low']:+.1f}, {comparison['high']:+.1f}]: {demo_report.transfer_verdict(comparison)}"
+            )
+    # The sentences picked for the examples step_infer shows (the first evaluated ones).
+    shown = {
+        model: sentences[: s.num_samples]
+        for model, sentences in picked.items()
+        if model in demo_report.MODELS
+    }
+    return {
+        "commands": commands,
+        "scores": scores,
+        "comparisons": comparisons,
+        "per_example": per_example,
+        "picked": shown,
+    }
 
 
 def step_infer(run: Run) -> dict:
     """Beam-searches a few held-out test examples of each task with both fine-tuned models."""
     s = run.settings
     chosen = []
-    for task in ("summarize", "family"):
-        path = str(run.data / demo_corpus.TASK_FILES[task]).format(split="test")
-        chosen += [{"task": f"demo_{task}", **ex} for ex in demo_corpus.read_examples(path)[: s.num_samples]]
-    sample_file = run.data / "samples.jsonl"
-    with open(sample_file, "w", encoding="utf-8") as f:
-        for ex in chosen:
-            f.write(json.dumps({"inputs": ex["inputs"], "targets": ex["targets"]}, ensure_ascii=False) + "\n")
+    for task in (
+        "summarize",
+        "family",
+    ):  # the first evaluated ones, whose picked sentences step_evaluate kept
+        chosen += [{"task": f"demo_{task}", **ex} for ex in test_examples(run, task)[: s.num_samples]]
+    sample_file = write_jsonl(
+        run.data / "samples.jsonl", [{"inputs": ex["inputs"], "targets": ex["targets"]} for ex in chosen]
+    )
     commands, predictions = [], {}
     for model in ("pretrained", "scratch"):
         records, argv = _predict(
@@ -541,20 +628,25 @@ def main(argv: Sequence[str]) -> int:
             ("pretrain", "pre-training: span corruption on the docstrings"),
             ("finetune_pretrained", "fine-tuning the pre-trained model on the demo_finetune mixture"),
             ("finetune_scratch", "fine-tuning from scratch, same steps (the paper's comparison)"),
+            (
+                "finetune_few_pretrained",
+                "low-resource arm: fine-tuning the pre-trained model on a few examples",
+            ),
+            ("finetune_few_scratch", "low-resource arm: fine-tuning from scratch on the same few examples"),
         ),
         start=3,
     ):
         run_step(run, index, name, title, lambda name=name: step_train(run, name))
     run_step(
         run,
-        6,
+        8,
         "evaluate",
         "evaluation on the held-out test split, against trivial baselines",
         lambda: step_evaluate(run),
     )
-    run_step(run, 7, "infer", "beam-search predictions for held-out examples", lambda: step_infer(run))
-    run_step(run, 8, "export", "SavedModel export (strings in, strings out)", lambda: step_export(run))
-    run_step(run, 9, "report", "loss curves and report", lambda: step_report(run))
+    run_step(run, 9, "infer", "beam-search predictions for held-out examples", lambda: step_infer(run))
+    run_step(run, 10, "export", "SavedModel export (strings in, strings out)", lambda: step_export(run))
+    run_step(run, 11, "report", "loss curves and report", lambda: step_report(run))
     say(f"\ndone in {time.perf_counter() - start:.0f}s: open {run.root / REPORT_FILE}")
     return 0
 

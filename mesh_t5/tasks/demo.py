@@ -14,6 +14,9 @@ Registered names:
                          sentences by the model's score)
   demo_family            "which module: <docstring>" -> stdlib package (accuracy)
   demo_finetune          mixture of the two, examples-proportional
+  demo_summarize_few,    the same tasks trained on a few labelled examples (the files
+  demo_family_few,       `<task>_few_train.jsonl`, when the run wrote them); validation and
+  demo_finetune_few      test are the full tasks' splits
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ SUMMARIZE = "demo_summarize"
 FAMILY = "demo_family"
 MIXTURE = "demo_finetune"
 NAMES = (SPAN_CORRUPTION, SUMMARIZE, FAMILY, MIXTURE)
+# The low-resource arm: few-example training files next to the full ones.
+FEW_SHOT_FILE = "{task}_few_train.jsonl"
+SUMMARIZE_FEW = "demo_summarize_few"
+FAMILY_FEW = "demo_family_few"
+MIXTURE_FEW = "demo_finetune_few"
 
 
 def register_demo_tasks(data_dir: str | os.PathLike) -> list[str]:
@@ -62,25 +70,35 @@ def register_demo_tasks(data_dir: str | os.PathLike) -> list[str]:
         features,
         overwrite=True,
     )
-    for name, task, metric_fns in (
-        (SUMMARIZE, "summarize", [metrics.rouge]),
-        (FAMILY, "family", [metrics.accuracy]),
-    ):
-        source = JsonlSource({split: str(root / TASK_FILES[task].format(split=split)) for split in SPLITS})
-        TaskRegistry.add(
-            name,
-            source,
-            [pp.rekey({"inputs": "inputs", "targets": "targets"}), pp.tokenize, pp.append_eos_after_trim],
-            features,
-            metric_fns=metric_fns,
-            overwrite=True,
-        )
+    names = list(NAMES)
+    few_files = {task: root / FEW_SHOT_FILE.format(task=task) for task in ("summarize", "family")}
+    arms = [(SUMMARIZE, FAMILY, MIXTURE, {})]
+    if all(path.is_file() for path in few_files.values()):
+        arms.append((SUMMARIZE_FEW, FAMILY_FEW, MIXTURE_FEW, {"train": few_files}))
+        names += [SUMMARIZE_FEW, FAMILY_FEW, MIXTURE_FEW]
     from mesh_t5.data.mixing import rate_num_examples
 
-    MixtureRegistry.add(
-        MIXTURE, [(SUMMARIZE, rate_num_examples), (FAMILY, rate_num_examples)], overwrite=True
-    )
-    return list(NAMES)
+    for summarize_name, family_name, mixture_name, overrides in arms:
+        for name, task, metric_fns in (
+            (summarize_name, "summarize", [metrics.rouge]),
+            (family_name, "family", [metrics.accuracy]),
+        ):
+            files = {split: str(root / TASK_FILES[task].format(split=split)) for split in SPLITS}
+            files.update({split: str(by_task[task]) for split, by_task in overrides.items()})
+            TaskRegistry.add(
+                name,
+                JsonlSource(files),
+                [pp.rekey({"inputs": "inputs", "targets": "targets"}), pp.tokenize, pp.append_eos_after_trim],
+                features,
+                metric_fns=metric_fns,
+                overwrite=True,
+            )
+        MixtureRegistry.add(
+            mixture_name,
+            [(summarize_name, rate_num_examples), (family_name, rate_num_examples)],
+            overwrite=True,
+        )
+    return names
 
 
 def register_from_environment() -> list[str]:
