@@ -42,6 +42,7 @@ import numpy as np
 
 from benchmarks import flops, steps
 
+_OWN_WAIT_POLICY = "OMP_WAIT_POLICY" not in os.environ
 if "--worker" not in sys.argv:  # before torch loads OpenMP; see the module docstring
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -65,15 +66,16 @@ def _alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
 
 def _worker(spec: dict) -> dict:
     """Runs a benchmarks.steps worker in a fresh Python process; returns its JSON result."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    if _OWN_WAIT_POLICY:  # a framework alone runs with torch's default OpenMP waiting
+        env.pop("OMP_WAIT_POLICY", None)
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--worker", json.dumps(spec)],
         check=True,
         capture_output=True,
         text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
-        },
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
