@@ -39,7 +39,7 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix mesh_t5 tests benchmarks
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

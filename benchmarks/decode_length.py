@@ -88,30 +88,37 @@ def copy_bandwidth_gbs(repeats: int) -> float:
     return 2 * nbytes / _best_ms(step, max(repeats, 5)) / 1e6
 
 
+def hf_model(config, params):
+    """Returns transformers' T5ForConditionalGeneration holding mesh_t5's (numpy) params, strictly loaded."""
+    import torch
+    import transformers
+
+    from mesh_t5 import hf
+
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**hf.config_to_hf(config)))
+    tensors = {k: torch.from_numpy(v) for k, v in hf.params_to_hf(params, config).items()}
+    if "lm_head.weight" in tensors:
+        # T5 1.1: transformers 5 builds lm_head tied to shared.weight whatever the config says
+        # (tie_word_embeddings=false only turns off the d_model**-0.5 output scale): untie it,
+        # or loading lm_head.weight would overwrite the embedding (or be overwritten by it).
+        model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
+    for key in model.state_dict():  # the stacks' embed_tokens (and a tied lm_head) view shared
+        if key not in tensors and (key.endswith("embed_tokens.weight") or key == "lm_head.weight"):
+            tensors[key] = tensors["shared.weight"]
+    model.load_state_dict(tensors, strict=True)
+    tied = model.lm_head.weight is model.shared.weight
+    assert tied == config.tie_word_embeddings == model.config.scale_decoder_outputs, "head mismatch"
+    return model
+
+
 class HFDecoder:
     """transformers' T5ForConditionalGeneration holding mesh_t5's params, fed the same input ids."""
 
     def __init__(self, config, params, inputs: jax.Array):
         import torch
-        import transformers
-
-        from mesh_t5 import hf
 
         self._torch = torch
-        model = transformers.T5ForConditionalGeneration(transformers.T5Config(**hf.config_to_hf(config)))
-        tensors = {k: torch.from_numpy(v) for k, v in hf.params_to_hf(params, config).items()}
-        if "lm_head.weight" in tensors:
-            # T5 1.1: transformers 5 builds lm_head tied to shared.weight whatever the config says
-            # (tie_word_embeddings=false only turns off the d_model**-0.5 output scale): untie it,
-            # or loading lm_head.weight would overwrite the embedding (or be overwritten by it).
-            model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.shared.weight))
-        for key in model.state_dict():  # the stacks' embed_tokens (and a tied lm_head) view shared
-            if key not in tensors and (key.endswith("embed_tokens.weight") or key == "lm_head.weight"):
-                tensors[key] = tensors["shared.weight"]
-        model.load_state_dict(tensors, strict=True)
-        tied = model.lm_head.weight is model.shared.weight
-        assert tied == config.tie_word_embeddings == model.config.scale_decoder_outputs, "head mismatch"
-        self.model = model.eval()
+        self.model = hf_model(config, params).eval()
         self.cache_type = "?"
         self._ids = torch.from_numpy(np.asarray(inputs, np.int64))
         self._mask = torch.ones_like(self._ids)

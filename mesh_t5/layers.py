@@ -35,11 +35,37 @@ def embed(embedding: jax.Array, tokens: jax.Array, dtype: Any) -> jax.Array:
     return layouts.constrain(x, ("batch", "length", "embed"))
 
 
+def _mix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finalizer: a bijection of uint32 whose output bits each depend on all input bits."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def dropout_keep_mask(rng: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """Returns a bool mask of `shape`, True with probability 1 - rate, from a counter-based hash.
+
+    Two words drawn from rng seed a hash of each element's flat index (as Philox-style
+    counter-based generators do). jax.random.bernoulli runs threefry per element, which XLA's
+    CPU backend executes ~4x slower than this hash (in-process A/B over [8, 8, 512, 512]:
+    2048 vs 537 ms, a plain elementwise pass 280 ms, on a loaded machine); dropout draws
+    ~220 M numbers per T5-small step at batch 8 x 512 / 114. Elementwise, so sharded arrays
+    hash their own slices. Indices wrap past 2^32 elements per array (far beyond one layer's).
+    """
+    seed = jax.random.bits(rng, (2,), jnp.uint32)
+    size = math.prod(shape)
+    index = jax.lax.iota(jnp.uint32, size).reshape(shape)
+    bits = _mix32(_mix32(index ^ seed[0]) + seed[1])
+    return bits >= jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+
+
 def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
     """Returns x with inverted dropout applied; identity when rng is None or rate is 0."""
     if rng is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    keep = dropout_keep_mask(rng, x.shape, rate)
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 

@@ -166,6 +166,21 @@ def test_dropout_only_with_an_rng_and_adapter_starts_as_identity() -> None:
     )
 
 
+def test_dropout_keep_mask_rate_independence_and_determinism() -> None:
+    shape = (4, 8, 128, 256)  # 1,048,576 draws: the keep fraction's std is ~3e-4
+    mask_of = jax.jit(lambda key: layers.dropout_keep_mask(key, shape, 0.1))
+    a = np.asarray(mask_of(jax.random.PRNGKey(0)))
+    assert abs(a.mean() - 0.9) < 2e-3
+    np.testing.assert_array_equal(a, np.asarray(mask_of(jax.random.PRNGKey(0))))
+    b = np.asarray(mask_of(jax.random.PRNGKey(1)))
+    # Independent masks agree on 0.9^2 + 0.1^2 = 82% of the elements, neighbours likewise.
+    assert abs((a == b).mean() - 0.82) < 3e-3
+    flat = a.reshape(-1)
+    assert abs((flat[1:] == flat[:-1]).mean() - 0.82) < 3e-3
+    rows = a.reshape(-1, 256).mean(axis=1)  # per-row rates spread like a binomial's (std 0.019)
+    assert 0.012 < rows.std() < 0.026
+
+
 def test_remat_gives_the_same_gradients() -> None:
     config = tiny_config(num_encoder_layers=1, num_decoder_layers=1)
     params = tiny_params(config)
