@@ -20,6 +20,7 @@ import errno
 import filecmp
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -92,7 +93,8 @@ def failure_reason(error: BaseException) -> str:
         if os.strerror(code) in text:
             return f"[Errno {code}] {os.strerror(code)}"
     first = text.splitlines()[0] if text else type(error).__name__
-    return first if len(first) <= 160 else first[:157] + "..."
+    first = re.sub(r' in OCDBT database at local file "[^"]*"', "", first)  # tensorstore's long location
+    return first if len(first) <= 200 else first[:197] + "..."
 
 
 class CheckpointSaveError(CheckpointError):
@@ -117,6 +119,12 @@ def _all_processes(ok: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
+
+
+def _reasons(unreadable: list[tuple[int, str]]) -> str:
+    if len(unreadable) == 1:
+        return unreadable[0][1]
+    return "; ".join(f"{step}: {why}" for step, why in unreadable)
 
 
 class CheckpointStore:
@@ -250,14 +258,14 @@ class CheckpointStore:
             if unreadable:
                 moved = [self.quarantine(bad) for bad, _ in unreadable]
                 named = ", ".join(str(bad) for bad, _ in unreadable)
-                reasons = "; ".join(f"{bad}: {why}" for bad, why in unreadable)
+                reasons = _reasons(unreadable)
                 warn(
                     f"checkpoint{'s' if len(unreadable) > 1 else ''} {named} in {self.directory} unreadable "
                     f"({reasons}); renamed to {', '.join(moved)} and resumed from checkpoint {step}"
                 )
             return step, state, meta
         if unreadable:
-            reasons = "; ".join(f"{bad}: {why}" for bad, why in unreadable)
+            reasons = _reasons(unreadable)
             raise CheckpointError(
                 f"no readable checkpoint in {self.directory} ({reasons}); move them aside to start over, "
                 "or restore the files"

@@ -4,6 +4,8 @@ Usage: python fault_driver.py MODEL_DIR TRAIN_STEPS [--gin.NAME=VALUE ...]   (ex
 
 FAULT_DRIVER_STEP_SECONDS=s sleeps s seconds before each step (in Python, where signals land), so
 a test can signal the run in the middle; the numbers computed do not change.
+FAULT_DRIVER_ENOSPC=1 makes every checkpoint save after the first fail as a full disk would: orbax's
+partial directory written, then OSError ENOSPC (for machines where a test cannot mount a small tmpfs).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
 jax.config.update("jax_disable_most_optimizations", True)  # tiny model: compile time dominates
 
@@ -55,6 +57,24 @@ def argv(model_dir: str, train_steps: int, *bindings: str) -> list[str]:
     ]  # fmt: skip
 
 
+def inject_disk_full() -> None:
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    save = ocp.CheckpointManager.save
+
+    def full_disk_save(self, step, *args, **kwargs):
+        if not list(self.directory.glob("[0-9]*")):
+            return save(self, step, *args, **kwargs)
+        partial = self.directory / f"{step}.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp"
+        partial.mkdir(parents=True)
+        (partial / "d").write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial / "d"))
+
+    ocp.CheckpointManager.save = full_disk_save
+
+
 def main() -> int:
     register()
     delay = float(os.environ.get("FAULT_DRIVER_STEP_SECONDS", "0"))
@@ -66,6 +86,8 @@ def main() -> int:
             return to_device(batch, layout)
 
         train_lib.to_device = slow_to_device
+    if os.environ.get("FAULT_DRIVER_ENOSPC"):
+        inject_disk_full()
     return cli.main(argv(sys.argv[1], int(sys.argv[2]), *sys.argv[3:]))
 
 

@@ -4,7 +4,6 @@ batch 8), whose results must be bitwise those of one uninterrupted run; the rest
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
@@ -19,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mesh_t5 import checkpoints, optim, stopping, train
+from mesh_t5 import checkpoints, optim, train
+from mesh_t5.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "fault_driver.py"
@@ -28,8 +28,16 @@ sys.path.insert(0, str(HERE))
 import fault_driver  # noqa: E402
 
 CONFIG = checkpoints.T5Config(
-    vocab_size=512, d_model=64, d_ff=128, num_heads=4, d_kv=16, num_encoder_layers=2, num_decoder_layers=2,
-    feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+    vocab_size=512,
+    d_model=64,
+    d_ff=128,
+    num_heads=4,
+    d_kv=16,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    dropout_rate=0.0,
 )  # fmt: skip  (models/tiny.gin)
 ABSTRACT = train.abstract_state(CONFIG, optim.make_optimizer())
 
@@ -40,7 +48,9 @@ class Run:
     def __init__(self, env: dict[str, str], model_dir: Path, steps: int, *bindings: str, delay: float = 0.0):
         env = {**env, "FAULT_DRIVER_STEP_SECONDS": str(delay)}
         cmd = [sys.executable, str(DRIVER), str(model_dir), str(steps), *bindings]
-        self.proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -53,7 +63,9 @@ class Run:
     def wait_for(self, prefix: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while not any(line.startswith(prefix) for line in self.lines):
-            assert self.proc.poll() is None, f"exited {self.proc.returncode} before {prefix!r}:\n" + self.log()
+            assert self.proc.poll() is None, (
+                f"exited {self.proc.returncode} before {prefix!r}:\n" + self.log()
+            )
             assert time.monotonic() < deadline, f"no {prefix!r} after {timeout}s:\n" + self.log()
             time.sleep(0.01)
 
@@ -85,15 +97,22 @@ def reference(env, tmp_path_factory):
     run = Run(env, model_dir, STEPS, "--gin.train.checkpoint_period=4")
     assert run.finish() == 0, run.log()
     # Start-up is quiet: only mesh_t5's own lines (compile, steps, saves, the summary).
-    assert all(line.startswith(("compiled ", "step ", "saved ", "mesh-t5 train: step")) for line in run.lines), run.log()
+    assert all(
+        line.startswith(("compiled ", "step ", "saved ", "mesh-t5 train: step")) for line in run.lines
+    ), run.log()
     return model_dir
 
 
-def final(model_dir: Path, step: int = STEPS) -> tuple[list[np.ndarray], dict]:
+def restored(model_dir: Path, step: int) -> tuple[dict, dict]:
     store = checkpoints.CheckpointStore(model_dir)
     state, meta = store.restore(step, ABSTRACT)
     store.close()
-    return [np.asarray(x) for x in jax.tree.leaves(state)], meta
+    return jax.tree.map(np.asarray, state), meta
+
+
+def final(model_dir: Path, step: int = STEPS) -> tuple[list[np.ndarray], dict]:
+    state, meta = restored(model_dir, step)
+    return jax.tree.leaves(state), meta
 
 
 def assert_same_run(model_dir: Path, reference: Path) -> None:
@@ -111,23 +130,49 @@ def stop_lines(run: Run) -> list[str]:
 # ------------------------------------------------------------------------------------ signals
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_saves_and_resumes_bitwise(env, reference, tmp_path, signum):
-    run = Run(env, tmp_path, STEPS, "--gin.train.checkpoint_period=4", delay=0.3)
-    run.wait_for("step 1/")
+def signal_and_check(run: Run, model_dir: Path, signum: int) -> int:
+    """Signals `run` after its first step line; checks exit code, the one line and the checkpoint; returns its step."""
+    run.wait_for("step ")
     run.proc.send_signal(signum)
     assert run.finish() == 128 + signum, run.log()
     (line,) = stop_lines(run)
     stopped = int(line.split("stopped after step ")[1].split()[0])
-    assert 1 <= stopped < STEPS, line
     assert line == (
         f"mesh-t5 train: {signal.Signals(signum).name}: stopped after step {stopped} and saved checkpoint "
-        f"{stopped} (data position included) in {tmp_path / 'checkpoints'}; run the same command to resume"
+        f"{stopped} (data position included) in {model_dir / 'checkpoints'}; run the same command to resume"
     )
-    assert stopped in checkpoints.CheckpointStore(tmp_path).all_steps()
-    resumed = Run(env, tmp_path, STEPS, "--gin.train.checkpoint_period=4")
-    assert resumed.finish() == 0, resumed.log()
-    assert f"restored checkpoint {stopped} in " in resumed.lines[0]
+    assert stopped < STEPS and checkpoints.CheckpointStore(model_dir).all_steps()[-1] == stopped
+    return stopped
+
+
+def kill_during_save(run: Run, model_dir: Path) -> None:
+    """SIGKILLs `run` as soon as a save of its own is being written."""
+    partials = model_dir / "checkpoints"
+    if list(partials.glob(f"*{checkpoints.PARTIAL_SUFFIX}*")):
+        run.wait_for("removed ")  # the previous kill's leftover, cleaned at start
+    partial = None
+    while partial is None and run.proc.poll() is None:
+        partial = next(partials.glob(f"*{checkpoints.PARTIAL_SUFFIX}*"), None)
+    assert partial is not None, f"the run ended before a save was seen:\n{run.log()}"
+    run.proc.kill()
+    assert run.finish() == -signal.SIGKILL
+
+
+def test_sigterm_sigkill_sigint_sigkill_then_resume_is_bitwise_one_run(env, reference, tmp_path):
+    # An operator's bad day: preempted (SIGTERM), killed while saving, Ctrl-C, killed while saving
+    # again, then left alone. Every signal finishes the step, saves (data position included) and
+    # exits 143 / 130 with one line; every kill leaves only complete checkpoints (a partial one is
+    # removed at the next start); the end is bitwise the uninterrupted run.
+    every_step = "--gin.train.checkpoint_period=1"
+    first = signal_and_check(Run(env, tmp_path, STEPS, every_step, delay=0.3), tmp_path, signal.SIGTERM)
+    run = Run(env, tmp_path, STEPS, every_step, delay=0.05)
+    run.wait_for(f"restored checkpoint {first} in ")
+    kill_during_save(run, tmp_path)
+    signal_and_check(Run(env, tmp_path, STEPS, every_step, delay=0.3), tmp_path, signal.SIGINT)
+    kill_during_save(Run(env, tmp_path, STEPS, every_step, delay=0.05), tmp_path)
+    last = Run(env, tmp_path, STEPS, "--gin.train.checkpoint_period=4")
+    assert last.finish() == 0, last.log()
+    assert not list((tmp_path / "checkpoints").glob(f"*{checkpoints.PARTIAL_SUFFIX}*"))
     assert_same_run(tmp_path, reference)
 
 
@@ -136,34 +181,12 @@ def test_second_signal_exits_at_once_without_saving(env, tmp_path):
     run.wait_for("step 1/")
     run.proc.send_signal(signal.SIGTERM)
     time.sleep(0.1)  # inside the next step's 1 s delay: the first signal only asked to stop after it
-    run.proc.send_signal(signal.SIGTERM)
-    assert run.finish() == 143, run.log()
-    assert run.lines[-1] == "mesh-t5: SIGTERM again: exiting now without saving (the last checkpoint is intact)"
+    run.proc.send_signal(signal.SIGINT)
+    assert run.finish() == 130, run.log()
+    assert (
+        run.lines[-1] == "mesh-t5: SIGINT again: exiting now without saving (the last checkpoint is intact)"
+    )
     assert checkpoints.CheckpointStore(tmp_path).all_steps() == []
-
-
-def test_sigkill_during_saves_resumes_bitwise(env, reference, tmp_path):
-    # Saving every step, killed three times while a save is being written: each restart removes the
-    # partial save, resumes from the latest complete checkpoint, and the end is the uninterrupted run.
-    partials = tmp_path / "checkpoints"
-    removed = 0
-    for _ in range(3):
-        leftover = list(partials.glob(f"*{checkpoints.PARTIAL_SUFFIX}*"))
-        run = Run(env, tmp_path, STEPS, "--gin.train.checkpoint_period=1", delay=0.05)
-        if leftover:
-            run.wait_for("removed ")
-            removed += 1
-        partial = None
-        while partial is None and run.proc.poll() is None:
-            partial = next(partials.glob(f"*{checkpoints.PARTIAL_SUFFIX}*"), None)
-        assert partial is not None, f"the run ended before a save was seen:\n{run.log()}"
-        run.proc.kill()
-        assert run.finish() == -signal.SIGKILL
-    assert removed >= 1  # at least one kill landed before orbax renamed the save into place
-    last = Run(env, tmp_path, STEPS, "--gin.train.checkpoint_period=1")
-    assert last.finish() == 0, last.log()
-    assert not list(partials.glob(f"*{checkpoints.PARTIAL_SUFFIX}*"))
-    assert_same_run(tmp_path, reference)
 
 
 # ------------------------------------------------------------------------- non-finite steps
@@ -204,3 +227,157 @@ def test_damaged_latest_falls_back_then_nonfinite_stops(env, reference, tmp_path
     ref_leaves, _ = final(reference, 8)
     for a, b in zip(final(tmp_path, 8)[0], ref_leaves, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------- a full disk
+
+
+def test_disk_full_during_save_is_one_line_and_keeps_the_previous_checkpoint(env, reference, tmp_path):
+    # A tmpfs that holds one checkpoint and a half (we are root on the dev VM; CI containers may not
+    # allow mount: then the driver makes orbax fail the same way, partial directory included).
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size = sum(p.stat().st_size for p in (reference / "checkpoints/4").rglob("*") if p.is_file())
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size * 3 // 2}", "tmpfs", str(disk)], capture_output=True
+    ).returncode == 0  # fmt: skip
+    if not mounted:
+        env = {**env, "FAULT_DRIVER_ENOSPC": "1"}
+    model_dir, ckpts = disk / "run", disk / "run" / "checkpoints"
+    expected = (
+        f"mesh-t5 train: error: saving checkpoint 4 in {ckpts} failed ([Errno 28] No space left on device); "
+        "removed the partial checkpoint, checkpoint 2 is intact; free space or fix the directory, then run "
+        "the same command to resume"
+    )
+    try:
+        run = Run(env, model_dir, 6, "--gin.train.checkpoint_period=2")
+        assert run.finish() == 2, run.log()
+        assert [line for line in run.lines if not line.startswith(("compiled", "step ", "saved "))] == [
+            expected
+        ]
+        assert sorted(p.name for p in ckpts.iterdir()) == ["2"]
+        assert all_finite(model_dir, 2)
+        # A restart on the still-full disk: restores 2, leaves config.json alone, fails the same way.
+        if mounted:
+            with open(disk / "filler", "wb") as f, pytest.raises(OSError, match="No space left"):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        config_mtime = (model_dir / "config.json").stat().st_mtime_ns
+        again = Run(env, model_dir, 6, "--gin.train.checkpoint_period=2")
+        assert again.finish() == 2, again.log()
+        assert again.lines[0].startswith("restored checkpoint 2 in ")
+        assert [line for line in again.lines if line.startswith("mesh-t5")] == [expected]
+        assert not any("Traceback" in line for line in again.lines)
+        assert (model_dir / "config.json").stat().st_mtime_ns == config_mtime
+        assert sorted(p.name for p in ckpts.iterdir()) == ["2"]
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+# ------------------------------------------------------------------- in-process: skip, damage
+
+OPTIMIZER = optim.make_optimizer()
+LENGTHS = {"inputs": 8, "targets": 8}
+
+
+def huge_from_step_3(step: jax.Array) -> jax.Array:
+    return jnp.where(step >= 3, 1e30, 1e-2).astype(jnp.float32)
+
+
+def test_skip_policy_drops_and_counts_nonfinite_updates(tmp_path, capsys):
+    from mesh_t5.logging_utils import read_scalars
+
+    fault_driver.register()
+    # Updates 1-3 at lr 1e-2; update 4 at 1e30 is huge but finite (applied); from step 5 on the
+    # updates overflow: updates 5 and 6 are dropped inside the step and counted.
+    result = train.train(
+        model_config=CONFIG, model_dir=str(tmp_path), mixture_or_task_name=fault_driver.TASK,
+        task_feature_lengths=LENGTHS, train_steps=6, batch_size=8, learning_rate=huge_from_step_3,
+        optimizer=OPTIMIZER, checkpoint_period=2, log_period=100, on_nonfinite="skip",
+    )  # fmt: skip
+    assert result.step == 6
+    lines = capsys.readouterr().err.splitlines()
+    assert (
+        "skipped the update of steps 5-6: non-finite loss, gradient or parameter (2 skipped in all)" in lines
+    )
+    assert [step for step, _ in result.history] == [1, 6]
+    assert result.history[-1][1]["skipped_steps"] == 2.0
+    assert read_scalars(str(tmp_path / "train"))["skipped_steps"] == [(1, 0.0), (6, 2.0)]
+    assert checkpoints.CheckpointStore(tmp_path).all_steps() == [2, 4, 6]
+    (four, _), (six, meta) = restored(tmp_path, 4), restored(tmp_path, 6)
+    assert meta["skipped_steps"] == 2 and int(six.pop("step")) == 6 and int(four.pop("step")) == 4
+    assert all_finite(tmp_path, 6)
+    for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(six), strict=True):  # params, optimizer: untouched
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_policy_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"^on_nonfinite='halt' is unknown; use 'stop' or 'skip'$"):
+        train.train(
+            model_config=CONFIG, model_dir=str(tmp_path / "run"), mixture_or_task_name=fault_driver.TASK,
+            task_feature_lengths=LENGTHS, train_steps=6, batch_size=8, on_nonfinite="halt",
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def biggest_array_file(step_dir: Path) -> Path:
+    return max((step_dir / "state").rglob("d/*"), key=lambda p: p.stat().st_size)
+
+
+DAMAGE = {
+    "truncated array file": (lambda d: os.truncate(biggest_array_file(d), 100), "OUT_OF_RANGE"),
+    "deleted array file": (lambda d: biggest_array_file(d).unlink(), ""),
+    "no _METADATA": (lambda d: (d / "state/_METADATA").unlink(), "state/_METADATA missing"),
+    "no manifest.ocdbt": (lambda d: (d / "state/manifest.ocdbt").unlink(), "state/manifest.ocdbt missing"),
+    "no meta/metadata": (lambda d: (d / "meta/metadata").unlink(), "meta/metadata missing"),
+    "no state/": (lambda d: shutil.rmtree(d / "state"), "state missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_latest_checkpoint_falls_back_with_one_line(reference, tmp_path, damage):
+    copy_run(reference, tmp_path, [4, 8, 12])
+    breaks, reason = DAMAGE[damage]
+    breaks(tmp_path / "checkpoints/12")
+    lines: list[str] = []
+    store = checkpoints.CheckpointStore(tmp_path, keep=2)
+    state, meta, step = checkpoints.resume(store, "latest", 12, ABSTRACT, None, lines.append)
+    ckpts = tmp_path / "checkpoints"
+    assert step == 8 and len(lines) == 2, lines
+    assert lines[0].startswith(f"checkpoint 12 in {ckpts} unreadable ({reason}")
+    assert (
+        lines[0].endswith("); renamed to 12.corrupt and resumed from checkpoint 8") and "\n" not in lines[0]
+    )
+    assert lines[1].startswith("restored checkpoint 8 in ")
+    for a, b in zip(jax.tree.leaves(state), final(reference, 8)[0], strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    assert meta["data"] == final(reference, 8)[1]["data"]
+    # Retention no longer counts it: keeping 2, a save at 9 drops 4, not 8, and leaves 12.corrupt alone.
+    store.save(9, state, meta)
+    store.close()
+    assert sorted(p.name for p in ckpts.iterdir()) == ["12.corrupt", "8", "9"]
+
+
+def test_no_readable_checkpoint_is_one_error_line_and_renames_nothing(reference, tmp_path):
+    copy_run(reference, tmp_path, [4, 8])
+    for step in (4, 8):
+        (tmp_path / f"checkpoints/{step}/state/_METADATA").unlink()
+    store = checkpoints.CheckpointStore(tmp_path)
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.resume(store, "latest", 8, ABSTRACT, None, print)
+    assert str(e.value) == (
+        f"no readable checkpoint in {tmp_path / 'checkpoints'} (8: state/_METADATA missing; 4: state/_METADATA "
+        "missing); move them aside to start over, or restore the files"
+    )
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["4", "8"]
+
+
+def test_a_specific_unreadable_checkpoint_is_one_error_line(reference, tmp_path):
+    copy_run(reference, tmp_path, [4, 8])
+    (tmp_path / "checkpoints/4/meta/metadata").unlink()
+    store = checkpoints.CheckpointStore(tmp_path)
+    with pytest.raises(checkpoints.CheckpointError, match=r"^checkpoint 4 in .* is unreadable \(") as e:
+        checkpoints.resume(store, "specific", 4, ABSTRACT, None, print)
+    assert "\n" not in str(e.value)
