@@ -67,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mesh-t5 {name}: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:  # stopped on SIGTERM/SIGINT after saving: 143 / 130, as the shell would say
-        print(f"mesh-t5 {name}: {e}", file=sys.stderr)
+        lines = str(e).strip().splitlines()  # gin appends "In call to configurable ..." lines
+        print(f"mesh-t5 {name}: {lines[0] if lines else 'interrupted'}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"mesh-t5 {name}: interrupted", file=sys.stderr)

@@ -20,6 +20,8 @@ import jax
 import numpy as np
 
 jax.config.update("jax_disable_most_optimizations", True)  # tiny model: compile time dominates
+if os.environ.get("MESH_T5_NUM_PROCESSES"):  # one of several processes (one CPU device each)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 from mesh_t5 import cli, data  # noqa: E402
 from mesh_t5 import train as train_lib  # noqa: E402

@@ -42,6 +42,9 @@ CONFIG = checkpoints.T5Config(
 ABSTRACT = train.abstract_state(CONFIG, optim.make_optimizer())
 
 
+PROGRESS = ("compiled ", "step ", "saved ", "restored ", "removed ")  # mesh_t5's own progress lines
+
+
 class Run:
     """A fault_driver.py subprocess whose stderr lines are collected as they come."""
 
@@ -142,6 +145,7 @@ def signal_and_check(run: Run, model_dir: Path, signum: int) -> int:
         f"{stopped} (data position included) in {model_dir / 'checkpoints'}; run the same command to resume"
     )
     assert stopped < STEPS and checkpoints.CheckpointStore(model_dir).all_steps()[-1] == stopped
+    assert [line for line in run.lines if not line.startswith(PROGRESS)] == [line], run.log()
     return stopped
 
 
@@ -381,3 +385,38 @@ def test_a_specific_unreadable_checkpoint_is_one_error_line(reference, tmp_path)
     with pytest.raises(checkpoints.CheckpointError, match=r"^checkpoint 4 in .* is unreadable \(") as e:
         checkpoints.resume(store, "specific", 4, ABSTRACT, None, print)
     assert "\n" not in str(e.value)
+
+
+def test_multi_host_processes_stop_at_the_same_step(env, tmp_path):
+    # Two processes (one CPU device each, joined by jax.distributed); only process 1 gets SIGTERM.
+    # Both stop after the same step, save it together and exit 143 with the same line.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    cluster = {**env, "MESH_T5_COORDINATOR_ADDRESS": f"localhost:{port}", "MESH_T5_NUM_PROCESSES": "2"}
+    runs = [
+        Run(
+            {**cluster, "MESH_T5_PROCESS_ID": str(i)},
+            tmp_path,
+            STEPS,
+            "--gin.train.checkpoint_period=100",
+            delay=0.3,
+        )
+        for i in range(2)
+    ]
+    try:
+        runs[0].wait_for("step 1/")
+        runs[1].proc.send_signal(signal.SIGTERM)
+        codes = [run.finish() for run in runs]
+    finally:
+        for run in runs:
+            if run.proc.poll() is None:
+                run.proc.kill()
+    assert codes == [143, 143], "\n---\n".join(run.log() for run in runs)
+    (line,) = stop_lines(runs[0])
+    assert stop_lines(runs[1]) == [line] and line.startswith("mesh-t5 train: SIGTERM: stopped after step ")
+    stopped = int(line.split("stopped after step ")[1].split()[0])
+    assert checkpoints.CheckpointStore(tmp_path).all_steps() == [stopped]
+    assert all_finite(tmp_path, stopped)
