@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from mesh_t5 import checkpoints, optim, train
+from mesh_t5.config import get_model_config
 from mesh_t5.errors import UserError
 
 HERE = Path(__file__).resolve().parent
@@ -27,18 +28,7 @@ STEPS = 12
 sys.path.insert(0, str(HERE))
 import fault_driver  # noqa: E402
 
-CONFIG = checkpoints.T5Config(
-    vocab_size=512,
-    d_model=64,
-    d_ff=128,
-    num_heads=4,
-    d_kv=16,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    feed_forward_proj="gated-gelu",
-    tie_word_embeddings=False,
-    dropout_rate=0.0,
-)  # fmt: skip  (models/tiny.gin)
+CONFIG = get_model_config("tiny")  # = models/tiny.gin, what fault_driver.py trains
 ABSTRACT = train.abstract_state(CONFIG, optim.make_optimizer())
 
 
