@@ -177,15 +177,19 @@ class CheckpointStore:
         meta = json.loads(json.dumps(meta, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
         intact = self.latest_step()
         start = time.perf_counter()
+        from mesh_t5.logging_utils import settle_after_failure, stderr_silenced_if_quiet
+
         try:
-            self.manager.save(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                force=True,
-            )
-            self.manager.wait_until_finished()
+            with stderr_silenced_if_quiet():  # a failing write's siblings print tracebacks from C++ threads
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True,
+                )
+                self.manager.wait_until_finished()
         except Exception as e:
             self._failed = True
+            settle_after_failure()
             self._remove_step(step, including_final=True)
             earlier = (
                 f"checkpoint {intact} is intact" if intact is not None else "there is no earlier checkpoint"

@@ -210,7 +210,39 @@ def compile_timer(enabled: bool = True) -> Iterator[list[float]]:
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-_NOISY_LOGGERS = ("absl", "orbax", "jax._src.xla_bridge", "tensorflow")
+_NOISY_LOGGERS = ("absl", "orbax", "jax._src.xla_bridge", "tensorflow", "asyncio")
+_quiet = False
+
+
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """Points file descriptor 2 at /dev/null inside the block (C++ and other threads' writes included)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def stderr_silenced_if_quiet() -> contextlib.AbstractContextManager[None]:
+    """stderr_silenced() under quiet_startup, else a no-op (for orbax saves: see settle_after_failure)."""
+    return stderr_silenced() if _quiet else contextlib.nullcontext()
+
+
+def settle_after_failure(seconds: float = 1.0) -> None:
+    """Waits for a failed orbax save's leftover writes with stderr silenced (under quiet_startup).
+
+    When one tensorstore write fails, orbax's event loop closes while the others are still in
+    flight; as they complete, their callbacks print "RuntimeError: Event loop is closed" tracebacks
+    from tensorstore's threads, which would bury the one line that says what happened.
+    """
+    if _quiet:
+        with stderr_silenced():
+            time.sleep(seconds)
 
 
 def quiet_startup() -> None:
@@ -225,6 +257,8 @@ def quiet_startup() -> None:
     """
     import logging
 
+    global _quiet
+    _quiet = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -248,15 +282,8 @@ class _QuietImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             if self in sys.meta_path:
                 sys.meta_path.remove(self)
-            sys.stderr.flush()
-            saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)
-            try:
+            with stderr_silenced():
                 original_exec(module)
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                os.close(null)
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]
         return spec
