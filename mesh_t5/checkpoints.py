@@ -9,14 +9,21 @@ A training MODEL_DIR holds:
 
 An exported model dir (`save_model`) holds config.json, vocab/<file> and params/ (orbax).
 `load_model` reads either kind (a training dir gives its latest checkpoint's params).
-Nothing here deletes or overwrites a checkpoint except orbax's keep-the-last-K rule.
+Nothing here deletes or overwrites a finished checkpoint except orbax's keep-the-last-K rule; an
+unreadable one is renamed aside to `<step>.corrupt` (never counted as a step again), and what a
+failed or interrupted save left behind (`<step>.orbax-checkpoint-tmp*`) is removed.
 """
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import json
 import os
+import re
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ CONFIG_FILE = "config.json"
 VOCAB_DIR = "vocab"
 PARAMS_DIR = "params"
 CHECKPOINTS_DIR = "checkpoints"
+PARTIAL_SUFFIX = ".orbax-checkpoint-tmp"  # orbax writes <step>.orbax-checkpoint-tmp*, then renames it
+CORRUPT_SUFFIX = ".corrupt"  # "<step>.corrupt" is not a step name to orbax ("<step>_corrupt" would be)
 
 
 class CheckpointError(UserError):
@@ -70,6 +79,54 @@ def _abstract(tree: Any, shardings: Any | None) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+def failure_reason(error: BaseException) -> str:
+    """A short reason for a failed read or write: the OS error when one is named, else the innermost message."""
+    while (error.__cause__ or error.__context__) is not None:
+        if isinstance(error, OSError) and error.strerror:
+            break
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    if isinstance(error, OSError) and error.strerror:
+        return f"[Errno {error.errno}] {error.strerror}"
+    text = str(error).strip()
+    # tensorstore/orbax wrap the OS error in a long message: name it the way Python would.
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO, errno.ENOENT):
+        if os.strerror(code) in text:
+            return f"[Errno {code}] {os.strerror(code)}"
+    first = text.splitlines()[0] if text else type(error).__name__
+    first = re.sub(r' in OCDBT database at local file "[^"]*"', "", first)  # tensorstore's long location
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+class CheckpointSaveError(CheckpointError):
+    """A save failed (disk full, permissions, ...); the partial checkpoint is gone, earlier ones intact."""
+
+
+def _primary() -> bool:
+    return jax.process_index() == 0
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _all_processes(ok: bool) -> bool:
+    """True when `ok` holds on every process (each reads its own files: they must agree on the outcome)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([ok], np.int32))))
+
+
+def _reasons(unreadable: list[tuple[int, str]]) -> str:
+    if len(unreadable) == 1:
+        return unreadable[0][1]
+    return "; ".join(f"{step}: {why}" for step, why in unreadable)
+
+
 class CheckpointStore:
     """The training checkpoints under MODEL_DIR/checkpoints: save every N steps, keep the last K."""
 
@@ -81,6 +138,7 @@ class CheckpointStore:
             enable_async_checkpointing=async_save,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self._failed = False
 
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -91,19 +149,65 @@ class CheckpointStore:
     def saved_shapes(self, step: int) -> Any:
         """The saved state's tree of array metadata (shapes) without reading the arrays."""
         metadata = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state")
+        if metadata is None or metadata.item_metadata is None:
+            raise FileNotFoundError(f"checkpoint {step} has no readable state metadata")
         return metadata.item_metadata.tree
 
-    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        """Saves state and JSON meta at `step` (a step already saved is left alone)."""
+    def remove_partial_saves(self) -> list[str]:
+        """Deletes what interrupted or failed saves left (`<step>.orbax-checkpoint-tmp*`); returns the names.
+
+        Call it only from the run that owns MODEL_DIR (a reader must not delete a live run's save).
+        """
+        names = sorted(p.name for p in self.directory.glob(f"*{PARTIAL_SUFFIX}*"))
+        if _primary():
+            for name in names:
+                shutil.rmtree(self.directory / name, ignore_errors=True)
+        _barrier("mesh_t5_remove_partial_saves")
+        return names
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> float:
+        """Saves state and JSON meta at `step`; returns the seconds it took (0: the step was already saved).
+
+        A failure (disk full, permissions, ...) removes the partial checkpoint, so the earlier ones are
+        all that is left, and raises CheckpointSaveError naming the reason and the latest intact step.
+        """
         if step in self.manager.all_steps():
-            return
+            return 0.0
         # Round-trip through JSON now (numpy scalars -> Python), so a bad value fails before orbax writes.
         meta = json.loads(json.dumps(meta, default=lambda x: x.item() if hasattr(x, "item") else str(x)))
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            force=True,
-        )
+        intact = self.latest_step()
+        start = time.perf_counter()
+        from mesh_t5.logging_utils import settle_after_failure, stderr_silenced_if_quiet
+
+        try:
+            with stderr_silenced_if_quiet():  # a failing write's siblings print tracebacks from C++ threads
+                self.manager.save(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True,
+                )
+                self.manager.wait_until_finished()
+        except Exception as e:
+            self._failed = True
+            settle_after_failure()
+            self._remove_step(step, including_final=True)
+            earlier = (
+                f"checkpoint {intact} is intact" if intact is not None else "there is no earlier checkpoint"
+            )
+            raise CheckpointSaveError(
+                f"saving checkpoint {step} in {self.directory} failed ({failure_reason(e)}); removed the partial "
+                f"checkpoint, {earlier}; free space or fix the directory, then run the same command to resume"
+            ) from None
+        return time.perf_counter() - start
+
+    def _remove_step(self, step: int, including_final: bool) -> None:
+        if _primary():
+            for path in self.directory.glob(f"{step}{PARTIAL_SUFFIX}*"):
+                shutil.rmtree(path, ignore_errors=True)
+            if including_final and (self.directory / str(step)).exists():
+                shutil.rmtree(self.directory / str(step), ignore_errors=True)
+        _barrier(f"mesh_t5_remove_step_{step}")
+        self.manager.reload()
 
     def restore(
         self, step: int, abstract_state: Any, shardings: Any | None = None
@@ -124,14 +228,119 @@ class CheckpointStore:
                 meta=ocp.args.JsonRestore(),
             ),
         )
-        return restored["state"], dict(restored["meta"] or {})
+        if restored["meta"] is None:
+            raise FileNotFoundError(f"checkpoint {step} has no meta/metadata")
+        return restored["state"], dict(restored["meta"])
+
+    def restore_latest(
+        self, abstract_state: Any, shardings: Any | None = None, warn: Callable[[str], None] = print
+    ) -> tuple[int, Any, dict[str, Any]] | None:
+        """Returns (step, state, meta) of the newest readable checkpoint, None when there is none.
+
+        Reading it whole is the check. Newer unreadable ones (a truncated or missing file, no
+        metadata) are renamed to `<step>.corrupt`, so retention no longer counts them, and `warn`
+        gets one line naming them and the step resumed instead. When none is readable nothing is
+        renamed and CheckpointError says so. A checkpoint that does not fit the model config is the
+        config's fault, not the files': its CheckpointError passes through.
+        """
+        unreadable: list[tuple[int, str]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, meta = self.restore(step, abstract_state, shardings)
+                error = None
+            except CheckpointError:
+                raise
+            except MemoryError:
+                raise
+            except Exception as e:
+                state, meta, error = None, {}, e
+            if not _all_processes(error is None):
+                unreadable.append(
+                    (step, self._damage(step) or failure_reason(error or Exception("on another host")))
+                )
+                continue
+            if unreadable:
+                moved = [self.quarantine(bad) for bad, _ in unreadable]
+                named = ", ".join(str(bad) for bad, _ in unreadable)
+                reasons = _reasons(unreadable)
+                warn(
+                    f"checkpoint{'s' if len(unreadable) > 1 else ''} {named} in {self.directory} unreadable "
+                    f"({reasons}); renamed to {', '.join(moved)} and resumed from checkpoint {step}"
+                )
+            return step, state, meta
+        if unreadable:
+            reasons = _reasons(unreadable)
+            raise CheckpointError(
+                f"no readable checkpoint in {self.directory} ({reasons}); move them aside to start over, "
+                "or restore the files"
+            )
+        return None
+
+    def _damage(self, step: int) -> str | None:
+        """Names the first missing piece of a checkpoint (for the message; reading it is the real check)."""
+        root = self.directory / str(step)
+        for part in ("state", "meta/metadata", "state/_METADATA", "state/manifest.ocdbt"):
+            if not (root / part).exists():
+                return f"{part} missing"
+        return None
+
+    def quarantine(self, step: int) -> str:
+        """Renames checkpoint `step` to `<step>.corrupt` (or .corrupt.N); returns the new name."""
+        name = f"{step}{CORRUPT_SUFFIX}"
+        index = 1
+        while (self.directory / name).exists():
+            name, index = f"{step}{CORRUPT_SUFFIX}.{index}", index + 1
+        if _primary():
+            os.replace(self.directory / str(step), self.directory / name)
+        _barrier(f"mesh_t5_quarantine_{step}")
+        self.manager.reload()
+        return name
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.manager.wait_until_finished()
+            self.manager.close()
+        except Exception:
+            if not self._failed:  # a failed save was already reported in one line
+                raise
+
+
+def resume(
+    store: CheckpointStore,
+    restore_mode: str,
+    step: int,
+    abstract_state: Any,
+    shardings: Any | None,
+    say: Callable[[str], None],
+) -> tuple[Any, dict[str, Any], int]:
+    """Returns (state, meta, step) of `step` ("specific") or of the newest readable checkpoint ("latest").
+
+    Says in one line what was restored and how long it took (and, through restore_latest, what was
+    renamed aside). An unreadable "specific" step is one CheckpointError line: the user asked for it.
+    """
+    start = time.perf_counter()
+    if restore_mode == "specific":
+        try:
+            state, meta = store.restore(step, abstract_state, shardings)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint {step} in {store.directory} is unreadable ({failure_reason(e)}); pick another "
+                "restore_step, or restore_mode='latest' to fall back to the newest readable checkpoint"
+            ) from None
+    else:
+        found = store.restore_latest(abstract_state, shardings, warn=say)
+        if found is None:
+            raise CheckpointError(
+                f"{store.directory} holds step directories that are not checkpoints; move them aside"
+            )
+        step, state, meta = found
+    say(f"restored checkpoint {step} in {time.perf_counter() - start:.1f}s (data position included)")
+    return state, meta, step
 
 
 def _find_state_dir(path: Path) -> Path:
@@ -227,23 +436,45 @@ def load_state_subtree(state_dir: Path, key: str, abstract: Any, shardings: Any 
 
 
 def write_config(model_dir: str | os.PathLike, config: T5Config, vocab_path: str | None) -> str | None:
-    """Writes config.json and copies the vocabulary file into model_dir; returns the copy's path."""
+    """Writes config.json and copies the vocabulary file into model_dir; returns the copy's path.
+
+    Files already holding the same bytes are left alone, so a restart on a full disk gets as far as
+    its first save; an OSError is one CheckpointError line.
+    """
     model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    tmp = model_dir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, model_dir / CONFIG_FILE)
-    if not vocab_path:
-        return None
-    source = Path(vocab_path)
-    if not source.is_file():
+    if vocab_path and not Path(vocab_path).is_file():
         raise CheckpointError(f"vocabulary file {vocab_path} does not exist")
-    target = model_dir / VOCAB_DIR / source.name
-    if target.exists() and target.resolve() == source.resolve():
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    target = model_dir / CONFIG_FILE
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        if not (target.is_file() and target.read_text() == text):
+            tmp = model_dir / (CONFIG_FILE + ".tmp")
+            try:
+                tmp.write_text(text)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        if not vocab_path:
+            return None
+        source = Path(vocab_path)
+        target = model_dir / VOCAB_DIR / source.name
+        if target.exists() and (
+            target.resolve() == source.resolve() or filecmp.cmp(source, target, shallow=False)
+        ):
+            return str(target)
+        target.parent.mkdir(exist_ok=True)
+        partial = target.with_name(target.name + ".tmp")
+        try:
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
         return str(target)
-    target.parent.mkdir(exist_ok=True)
-    shutil.copyfile(source, target)
-    return str(target)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write {target} ({failure_reason(e)}); free space or pick a writable MODEL_DIR"
+        ) from None
 
 
 def read_config(model_dir: str | os.PathLike) -> T5Config:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from mesh_t5.errors import UserError
+from mesh_t5.stopping import Interrupted
 
 # Commands that touch devices and so may run as one process per host (README: Multi-host).
 MULTI_HOST_COMMANDS = ("train", "eval", "infer", "export")
@@ -32,7 +33,11 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: mesh-t5 COMMAND [--gin_file=F] [--gin.NAME=VALUE] [--gin_search_paths=D] ...", ""]
     lines += [f"  {name.ljust(width)}  {text}" for name, text in COMMANDS.items()]
-    lines += ["", "`mesh-t5 COMMAND --help` describes a command."]
+    lines += [
+        "",
+        "`mesh-t5 COMMAND --help` describes a command; `--verbose` (any command) keeps the",
+        "start-up logs of TensorFlow, absl and orbax that are hidden by default.",
+    ]
     return "\n".join(lines)
 
 
@@ -41,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0], [a for a in argv[1:] if a != "--verbose"]
+    if len(rest) == len(argv) - 1:
+        from mesh_t5.logging_utils import quiet_startup
+
+        quiet_startup()
     if name not in COMMANDS:
         print(f"mesh-t5: error: unknown command {name!r}; pick one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
@@ -64,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"mesh-t5 {name}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # stopped on SIGTERM/SIGINT after saving: 143 / 130, as the shell would say
+        lines = str(e).strip().splitlines()  # gin appends "In call to configurable ..." lines
+        print(f"mesh-t5 {name}: {lines[0] if lines else 'interrupted'}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"mesh-t5 {name}: interrupted", file=sys.stderr)
         return 130

@@ -7,10 +7,14 @@ are written with `tf.summary.write` and the "scalars" plugin tag, which is what
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import math
+import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 
@@ -82,10 +86,13 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """A rich progress bar on an interactive terminal; plain periodic lines otherwise.
+    """A rich progress bar on an interactive terminal; plain lines otherwise.
 
-    `update(step, loss, tokens_per_sec)` after each step; `message(text)` for one-off lines
-    (evaluation results, checkpoints) that must not garble the bar.
+    `due(step)` says whether a step deserves a line: the first step this process runs (right
+    after compiling), every `every` steps, the last one, and any step `every_seconds` after the
+    previous line. `update(step, loss, tokens_per_sec)` shows a due step; `message(text)` prints
+    one-off lines (checkpoints, evaluation) that must not garble the bar. The ETA counts only
+    steps this process ran after its first (compilation and restore excluded).
     """
 
     def __init__(
@@ -96,54 +103,75 @@ class Progress:
         stream: TextIO | None = None,
         interactive: bool | None = None,
         enabled: bool = True,
+        every_seconds: float = 30.0,
     ):
         self.total, self.start, self.every = total_steps, start_step, max(1, every)
+        self.every_seconds = every_seconds
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.interactive = (self.stream.isatty() if interactive is None else interactive) and enabled
-        self.t0 = time.perf_counter()
+        self._first: tuple[int, float] | None = None  # (step, time) of the first update: the ETA's origin
+        self._last_line = -math.inf
         self._bar: Any = None
         if self.interactive:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
                 TextColumn("train"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
-                TimeRemainingColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s  ETA {task.fields[eta]}"),
+                console=Console(file=self.stream),
                 transient=False,
             )
             self._task = self._bar.add_task(
-                "train", total=total_steps, completed=start_step, loss="-", speed="-"
+                "train", total=total_steps, completed=start_step, loss="-", speed="-", eta="-"
             )
             self._bar.start()
 
     def eta(self, step: int) -> float:
-        done = step - self.start
-        if done <= 0:
+        """Seconds left at the pace of this process's steps after its first (inf: not known yet)."""
+        if self._first is None or step <= self._first[0]:
             return math.inf
-        return (time.perf_counter() - self.t0) / done * (self.total - step)
+        first_step, first_time = self._first
+        return (time.perf_counter() - first_time) / (step - first_step) * (self.total - step)
 
-    def update(self, step: int, loss: float, tokens_per_sec: float) -> None:
+    def due(self, step: int) -> bool:
+        return (
+            self._first is None
+            or step % self.every == 0
+            or step == self.total
+            or time.perf_counter() - self._last_line >= self.every_seconds
+        )
+
+    def update(self, step: int, loss: float, tokens_per_sec: float | None = None) -> None:
+        if not self.due(step):
+            return
+        if self._first is None:
+            self._first = (step, time.perf_counter())
+        self._last_line = time.perf_counter()
         if not self.enabled:
             return
+        eta = self.eta(step)
+        eta_text = format_duration(eta) if math.isfinite(eta) else "-"
+        speed = "-" if tokens_per_sec is None else f"{tokens_per_sec:,.0f}"
         if self._bar is not None:
-            self._bar.update(self._task, completed=step, loss=f"{loss:.4f}", speed=f"{tokens_per_sec:,.0f}")
-        elif step % self.every == 0 or step == self.total:
-            print(
-                f"step {step}/{self.total}  loss {loss:.4f}  {tokens_per_sec:,.0f} tokens/s  "
-                f"ETA {format_duration(self.eta(step))}",
-                file=self.stream,
-                flush=True,
-            )
+            self._bar.update(self._task, completed=step, loss=f"{loss:.4f}", speed=speed, eta=eta_text)
+            return
+        line = f"step {step}/{self.total}  loss {loss:.4f}"
+        if tokens_per_sec is not None:
+            line += f"  {speed} tokens/s"
+        if math.isfinite(eta):
+            line += f"  ETA {eta_text}"
+        print(line, file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.console.print(text)
+            self._bar.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=self.stream, flush=True)
 
@@ -151,3 +179,111 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+# JAX's monitoring events for the stages of a jit compilation (jax/_src/dispatch.py). Should they be
+# renamed, compile_timer reads 0 and callers just print no compile line.
+_COMPILE_EVENTS = frozenset(
+    "/jax/core/compile/" + name
+    for name in ("jaxpr_trace_duration", "jaxpr_to_mlir_module_duration", "backend_compile_duration")
+)
+
+
+@contextlib.contextmanager
+def compile_timer(enabled: bool = True) -> Iterator[list[float]]:
+    """Yields [seconds] that JAX spends tracing, lowering and compiling inside the block (0: all cached)."""
+    import jax
+
+    total = [0.0]
+    if not enabled:
+        yield total
+        return
+
+    def listener(event: str, duration: float, **kwargs: Any) -> None:
+        if event in _COMPILE_EVENTS:
+            total[0] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield total
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+_NOISY_LOGGERS = ("absl", "orbax", "jax._src.xla_bridge", "tensorflow", "asyncio")
+_quiet = False
+
+
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """Points file descriptor 2 at /dev/null inside the block (C++ and other threads' writes included)."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def stderr_silenced_if_quiet() -> contextlib.AbstractContextManager[None]:
+    """stderr_silenced() under quiet_startup, else a no-op (for orbax saves: see settle_after_failure)."""
+    return stderr_silenced() if _quiet else contextlib.nullcontext()
+
+
+def settle_after_failure(seconds: float = 1.0) -> None:
+    """Waits for a failed orbax save's leftover writes with stderr silenced (under quiet_startup).
+
+    When one tensorstore write fails, orbax's event loop closes while the others are still in
+    flight; as they complete, their callbacks print "RuntimeError: Event loop is closed" tracebacks
+    from tensorstore's threads, which would bury the one line that says what happened.
+    """
+    if _quiet:
+        with stderr_silenced():
+            time.sleep(seconds)
+
+
+def quiet_startup() -> None:
+    """Silences TensorFlow's, absl's and orbax's start-up chatter for this process (not `--verbose`).
+
+    TF 2.21 logs through absl's C++ logging: the lines written while its libraries load (cudart
+    stubs, "All log messages before absl::InitializeLog()") come before TF reads
+    TF_CPP_MIN_LOG_LEVEL, so the import itself runs with stderr (fd 2) pointed at /dev/null; the
+    level then covers what TF logs later (cuInit, CPU feature lines). Python-side warnings from
+    absl/orbax ("Metadata file does not exist", thread errors that the caller reports anyway in
+    one line) are raised to CRITICAL. Nothing the user did wrong is hidden: those are exceptions.
+    """
+    import logging
+
+    global _quiet
+    _quiet = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Imports the top-level `tensorflow` package with fd 2 on /dev/null (see quiet_startup)."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "tensorflow":
+            return None
+        # Libraries probe with importlib.util.find_spec("tensorflow") without importing it: stay
+        # installed until the module really executes.
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        original_exec = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            with stderr_silenced():
+                original_exec(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mesh_t5 import checkpoints, evaluation, finetuning, layouts, losses, network, optim, validate
+from mesh_t5 import checkpoints, evaluation, finetuning, layouts, losses, network, optim, stopping, validate
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -34,6 +35,9 @@ class StepSettings:
     loss_normalizer: "tokens" divides the summed token loss by the number of target tokens
     in the (whole) batch; a number divides it by that constant instead (T5/Mesh-TF
     fine-tuning used the pre-training batch's token count, e.g. 2048 * 114 = 233472).
+    skip_nonfinite: a step whose loss, gradients or resulting state are not all finite leaves
+    params and optimizer state as they were (the step counter still advances); either way the
+    step's metrics say so in "nonfinite" (1.0) so the loop can stop or count it.
     """
 
     learning_rate: Callable[[jax.Array], jax.Array] = dataclasses.field(
@@ -47,6 +51,7 @@ class StepSettings:
     unfreeze_every: int | None = None
     finetune_start_step: int = 0
     seed: int = 0
+    skip_nonfinite: bool = False
 
 
 def check_settings(settings: StepSettings, config: T5Config, batch_size: int) -> None:
@@ -142,6 +147,12 @@ def loss_and_stats(
     return loss_sum.astype(jnp.float32), stats
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """Returns a bool []: every element of every floating-point leaf of `tree` is finite."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def _microbatches(batch: Batch, k: int) -> dict[str, jax.Array]:
     # [B, ...] -> [k, B/k, ...] taking every k-th row, so each device's contiguous rows of the
     # batch stay on that device (no resharding when the batch axis is split).
@@ -207,6 +218,15 @@ def train_step(
     learning_rate = settings.learning_rate(step)  # []
     updates = jax.tree.map(lambda u: (learning_rate * u).astype(u.dtype), updates)
     new_params = finetuning.keep_frozen(optax.apply_updates(params, updates), params, mask)
+    # Checked on device, exactly (every element, not a norm that could overflow), so the host never
+    # waits for a step just to learn it was fine; the loop reads "nonfinite" when it reads metrics.
+    finite = all_finite((stats["loss_sum"], grads, new_params, opt_state))  # bool []
+    if settings.skip_nonfinite:
+        new_params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (new_params, opt_state),
+            (params, state["opt_state"]),
+        )
     metrics = {
         "loss": stats["loss_sum"] / denominator,
         "z_loss": stats["z_loss"] / denominator,
@@ -215,6 +235,7 @@ def train_step(
         "learning_rate": learning_rate,
         "grad_norm": optax.global_norm(grads),
         "param_norm": optax.global_norm(new_params),
+        "nonfinite": 1.0 - finite.astype(jnp.float32),
     }
     return {"step": step + 1, "params": new_params, "opt_state": opt_state}, metrics
 
@@ -334,7 +355,7 @@ def _existing_steps(model_dir: str) -> list[int]:
     from pathlib import Path
 
     root = Path(model_dir) / "checkpoints"
-    return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+    return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and p.is_dir())
 
 
 def _vocab_path(name: str, explicit: str | None) -> str | None:
@@ -435,16 +456,21 @@ def train(
     tensorboard: bool = True,
     progress: bool = True,
     vocab_path: str | None = None,
+    on_nonfinite: str = "stop",
 ) -> TrainResult:
     """Trains to `train_steps` (total, counting steps already in MODEL_DIR); returns the result.
 
     Resumes from the latest checkpoint in model_dir (restore_mode="latest") or a given one
     ("specific" + restore_step); else initialises from `init_checkpoint` (fine-tuning: params,
     and the optimizer state if init_optimizer_state) keeping its step, else from scratch.
-    Everything that can be refused is refused before anything is written.
-    """
-    from mesh_t5.logging_utils import MetricWriter, Progress
+    Everything that can be refused is refused before anything is written. An unreadable latest
+    checkpoint is renamed aside and the newest readable one resumed (one warning line).
 
+    Stops early, after saving, on SIGTERM/SIGINT (raises stopping.Interrupted; all processes at the
+    same step). on_nonfinite="stop" ends the run at the first step with a non-finite loss, gradient
+    or state without saving it (stopping.NonFiniteError); "skip" drops those updates and counts them
+    ("skipped_steps" in the logs). No checkpoint of a non-finite state is ever written.
+    """
     task_feature_lengths = _check_arguments(**locals())
     check_settings(
         StepSettings(
@@ -454,6 +480,19 @@ def train(
         model_config,
         batch_size,
     )  # fmt: skip
+    from mesh_t5.logging_utils import MetricWriter, Progress, compile_timer
+
+    primary = jax.process_index() == 0
+    bar: Progress | None = None
+
+    def say(text: str) -> None:
+        """One line on stderr (through the progress bar once it runs), from the first process only."""
+        if bar is not None:
+            bar.message(text)
+        elif progress and primary:
+            print(text, file=sys.stderr, flush=True)
+
+    stopping.check_policy(on_nonfinite)
     if restore_mode not in ("latest", "specific"):
         raise UserError(
             f"restore_mode={restore_mode!r} is unknown; use 'latest' or 'specific' (with restore_step)"
@@ -505,7 +544,9 @@ def train(
                 f"TRAIN_STEPS counts all steps: set it above {resume_step}"
             )
         store = checkpoints.CheckpointStore(model_dir, keep=keep_checkpoints)
-        state, meta = store.restore(resume_step, abstract, shardings)
+        state, meta, resume_step = checkpoints.resume(
+            store, restore_mode, resume_step, abstract, shardings, say
+        )
     elif init_checkpoint:
         params_sh = None if shardings is None else shardings["params"]
         params, init_step, state_dir = checkpoints.load_params(
@@ -531,6 +572,7 @@ def train(
         learning_rate=schedule, num_microbatches=num_microbatches, loss_normalizer=loss_normalizer,
         z_loss=z_loss, label_smoothing=label_smoothing, finetune_method=finetune_method,
         unfreeze_every=unfreeze_every, finetune_start_step=int(meta.get("finetune_start_step", 0)), seed=seed,
+        skip_nonfinite=on_nonfinite == "skip",
     )  # fmt: skip
     if "data" in meta:
         dataset.set_state(meta["data"])
@@ -538,14 +580,18 @@ def train(
     # 2. Checks passed: write the run's config and vocabulary, then train.
     checkpoints.write_config(model_dir, model_config, _vocab_path(mixture_or_task_name, vocab_path))
     store = store or checkpoints.CheckpointStore(model_dir, keep=keep_checkpoints)
+    for name in store.remove_partial_saves():
+        say(f"removed {name}, left by an interrupted or failed save")
     step_fn = make_train_step(model_config, optimizer, settings, layout)
     eval_step_fn = make_eval_step(model_config, layout) if eval_period else None
     writer = MetricWriter(f"{model_dir}/train" if tensorboard else None)
     eval_writer = MetricWriter(f"{model_dir}/eval" if tensorboard and eval_period else None)
-    bar = Progress(train_steps, start_step, every=log_period, enabled=progress)
+    bar = Progress(train_steps, start_step, every=log_period, enabled=progress and primary)
     history: list[tuple[int, dict[str, float]]] = []
     eval_history: list[tuple[int, dict[str, float]]] = []
     run_meta = {"finetune_start_step": settings.finetune_start_step, "seed": seed}
+    watch = stopping.NonFiniteWatch(on_nonfinite, skipped=int(meta.get("skipped_steps", 0)))
+    agreement = stopping.StopAgreement.for_layout(layout, batch_size // num_shards, to_device)
 
     def run_eval(step: int) -> None:
         results = evaluation.evaluate(
@@ -558,31 +604,64 @@ def train(
         eval_writer.write_scalars(step, results)
         bar.message(f"eval step {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in sorted(results.items())))
 
+    def check_finite() -> None:
+        watch.check(say, store.latest_step(), store.directory)
+
+    def save(step: int) -> None:
+        check_finite()  # a non-finite state is never written
+        seconds = store.save(
+            step, state, {**run_meta, "skipped_steps": watch.skipped, "data": dataset.get_state()}
+        )
+        if seconds:
+            say(f"saved checkpoint {step} in {seconds:.1f}s")
+
     step, metrics, tokens, t0 = start_step, None, 0, time.perf_counter()
+    signals = stopping.SignalStop()
     try:
-        while step < train_steps:
-            try:
-                host_batch = next(dataset)
-            except StopIteration:
-                bar.message(f"the training data ran out at step {step}")
-                break
-            tokens += _host_tokens(host_batch)
-            state, metrics = step_fn(state, to_device(host_batch, layout))
-            step += 1
-            if step % log_period == 0 or step == train_steps:
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                values["tokens_per_second"] = tokens / elapsed
-                tokens, t0 = 0, time.perf_counter()
-                history.append((step, values))
-                writer.write_scalars(step, values)
-                bar.update(step, values["loss"], values["tokens_per_second"])
-            if step % checkpoint_period == 0 or step == train_steps:
-                store.save(step, state, {**run_meta, "data": dataset.get_state()})
-            if eval_period and (step % eval_period == 0 or step == train_steps):
-                run_eval(step)
-        if step < train_steps or step == start_step:
-            store.save(step, state, {**run_meta, "data": dataset.get_state()})
+        with signals:
+            stop_signal = 0
+            while step < train_steps and not stop_signal:
+                try:
+                    host_batch = next(dataset)
+                except StopIteration:
+                    bar.message(f"the training data ran out at step {step}")
+                    break
+                tokens += _host_tokens(host_batch)
+                first = step == start_step
+                with compile_timer(enabled=first) as compile_seconds:
+                    state, metrics = step_fn(state, to_device(host_batch, layout))
+                step += 1
+                if first and compile_seconds[0] > 0:
+                    say(f"compiled the train step in {compile_seconds[0]:.1f}s")
+                watch.add(step, metrics)
+                stop_signal = agreement.agreed(signals.signum)
+                logged = step % log_period == 0 or step == train_steps or first
+                if logged or bar.due(step) or stop_signal:
+                    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    if (
+                        logged or stop_signal
+                    ):  # not on the time-based lines: every process checks at the same steps
+                        check_finite()
+                    values.pop("nonfinite")
+                    values["skipped_steps"] = float(watch.skipped)
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    # The first window of a process includes compiling: no rate from it.
+                    speed = None if first else tokens / elapsed
+                    if speed is not None:
+                        values["tokens_per_second"] = speed
+                    tokens, t0 = 0, time.perf_counter()
+                    if logged:
+                        history.append((step, values))
+                        writer.write_scalars(step, values)
+                    bar.update(step, values["loss"], speed)
+                if step % checkpoint_period == 0 or step == train_steps:
+                    save(step)
+                if eval_period and (step % eval_period == 0 or step == train_steps) and not stop_signal:
+                    run_eval(step)
+            if step < train_steps or step == start_step:
+                save(step)
+        if stop_signal:
+            raise stopping.Interrupted.after_save(stop_signal, step, store.directory)
     finally:
         store.close()
         bar.close()

@@ -219,12 +219,30 @@ def test_progress_prints_plain_lines_when_not_a_tty():
     from mesh_t5.logging_utils import Progress, format_duration
 
     stream = io.StringIO()
-    bar = Progress(total_steps=20, start_step=0, every=10, stream=stream)
-    for step in range(1, 21):
-        bar.update(step, loss=2.5 / step, tokens_per_sec=1234.0)
+    # A resumed run (from step 4): its first step gets a line at once, then every 10 steps.
+    bar = Progress(total_steps=20, start_step=4, every=10, stream=stream, every_seconds=1e9)
+    for step in range(5, 21):
+        bar.update(step, loss=2.5 / step, tokens_per_sec=None if step == 5 else 1234.0)
     bar.close()
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("step 10/20  loss 0.2500  1,234 tokens/s  ETA ")
-    assert lines[1].startswith("step 20/20  loss 0.1250") and lines[1].endswith("ETA 0s")
+    assert len(lines) == 3
+    assert lines[0] == "step 5/20  loss 0.5000"  # no rate or ETA from a window that includes compiling
+    assert lines[1].startswith("step 10/20  loss 0.2500  1,234 tokens/s  ETA ")
+    assert lines[2].startswith("step 20/20  loss 0.1250") and lines[2].endswith("ETA 0s")
     assert format_duration(3723) == "1h02m03s" and format_duration(65) == "1m05s"
+
+
+def test_progress_eta_counts_only_this_process_steps(monkeypatch):
+    import io
+
+    from mesh_t5 import logging_utils
+
+    clock = [1000.0]
+    monkeypatch.setattr(logging_utils.time, "perf_counter", lambda: clock[0])
+    bar = logging_utils.Progress(total_steps=1000, start_step=900, every=10, stream=io.StringIO())
+    clock[0] += 60.0  # restore and compile: not part of the pace
+    bar.update(901, loss=1.0)
+    clock[0] += 9.0  # 9 steps in 9 s: 1 s per step, 90 steps left
+    bar.update(910, loss=1.0, tokens_per_sec=1.0)
+    assert bar.eta(910) == 90.0
+    assert bar.stream.getvalue().splitlines()[-1].endswith("ETA 1m30s")
