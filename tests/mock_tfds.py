@@ -2,11 +2,13 @@
 
 `mock_tfds()` wraps `tfds.testing.mock_data`: every TFDS dataset yields `num_examples` random examples
 made from its own feature spec, through the real `TfdsSource` code path (builder, as_dataset, shard,
-skip). Two changes to plain mock_data, both for speed or validity and neither seen by the library:
+skip). Three changes to plain mock_data, for speed or validity and none seen by the library:
 - each (dataset, split) builds its tf.data.Dataset once and hands the same object out again (mock_data
   re-traces a generator pipeline, ~0.5 s, every time a stream starts an epoch);
 - WSC examples get what real ones always have: the word at `span2_index` is `span2_text` (random text
-  never satisfies it, so T5's simple-WSC formatting would drop every example).
+  never satisfies it, so T5's simple-WSC formatting would drop every example);
+- WNLI examples are real-shaped pairs whose premise has a pronoun and whose hypothesis names its referent
+  (T5's WNLI-as-WSC evaluation task drops the others, i.e. all random ones).
 
 Run as a script, it is the `mesh-t5` command under mock data:
     python tests/mock_tfds.py train --gin_file=... (the vocabulary from $MESH_T5_VOCAB)
@@ -54,6 +56,20 @@ def _fix_wsc(ex: dict, rng: np.random.Generator) -> dict:
     return dict(ex, text=" ".join(words), span2_index=np.int32(i), span2_text=words[i], label=np.int64(i % 2))
 
 
+# WNLI pairs whose premise has a pronoun and whose hypothesis names its referent: T5's WNLI-as-WSC
+# evaluation task (glue_wnli_v002_simple_eval) drops examples without one, as random mock text is.
+_WNLI_PAIRS = [
+    ("The cat sat on the mat because it was tired.", "The cat was tired."),
+    ("Sam called Bob because he wanted help.", "Sam wanted help."),
+    ("The trophy did not fit in the case because it was too big.", "The trophy was too big."),
+]
+
+
+def _fix_wnli(ex: dict, i: int) -> dict:
+    premise, hypothesis = _WNLI_PAIRS[i % len(_WNLI_PAIRS)]
+    return dict(ex, sentence1=premise, sentence2=hypothesis)
+
+
 @contextlib.contextmanager
 def mock_tfds(num_examples: int = NUM_EXAMPLES) -> Iterator[None]:
     """Mocks every TFDS dataset with `num_examples` random examples per split (see module docstring)."""
@@ -71,6 +87,8 @@ def mock_tfds(num_examples: int = NUM_EXAMPLES) -> Iterator[None]:
             if self.info.full_name.startswith("super_glue/wsc"):
                 rng = np.random.default_rng(0)
                 examples = [_fix_wsc(ex, rng) for ex in examples]
+            if self.info.full_name.startswith("glue/wnli"):
+                examples = [_fix_wnli(ex, i) for i, ex in enumerate(examples)]
             spec = tf.nest.map_structure(
                 lambda t: tf.TensorSpec(t.shape, t.dtype), features.get_tensor_info()
             )

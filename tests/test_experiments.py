@@ -9,6 +9,7 @@ import gin
 import jax
 import numpy as np
 import pytest
+from mock_tfds import mock_tfds, train_tiny_vocab
 
 from mesh_t5 import checkpoints, cli, data, experiments, finetuning, gin_utils, layouts, optim
 from mesh_t5 import train as train_lib
@@ -17,10 +18,11 @@ from mesh_t5.config import T5Config
 from mesh_t5.data import preprocessors as pp
 from mesh_t5.data.objectives import random_spans_helper
 from mesh_t5.errors import UserError
+from mesh_t5.tasks import common
 from mesh_t5.tasks import experiments as study_tasks
 from mesh_t5.tasks.common import CatalogueTask, task_with_examples
 from mesh_t5.tasks.mixtures import SUPERVISED_TASKS
-from mesh_t5.vocab import ByteVocabulary
+from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary
 
 ROWS = experiments.paper_scores()["experiments"]
 VOCAB = ByteVocabulary(extra_ids=100)  # 359 ids: fits models/tiny.gin's 512
@@ -125,6 +127,42 @@ def test_tfds_rows_stream_on_mock_data():
             assert batch["encoder_input_tokens"].shape == (2, 512) and batch["decoder_target_tokens"].any(), (
                 name
             )
+
+
+def test_every_stage_streams_a_batch_on_mock_data(tmp_path, monkeypatch):
+    """Every row's every stage: its task or mixture (over every member task) streams an example through the
+    stage's objective and feature converter, on TFDS mock data (each real dataset's feature spec) with the
+    catalogue's default vocabulary set to a tiny SentencePiece model. Lengths are capped at 64 and nothing
+    is packed: mock texts are a few words, so the stages' 512-token chunks would cost ~5 s each (50 runs);
+    the stages' own lengths are checked against their converters in test_every_stage_builds."""
+    (tmp_path / "tbc.txt").write_text("A book line with words.\nAnother line of the book.\n" * 50)
+    monkeypatch.setenv(study_tasks.TBC_ENV, str(tmp_path / "*.txt"))
+    vocab = SentencePieceVocabulary(train_tiny_vocab(tmp_path / "spm.model"))
+    monkeypatch.setattr(common.DEFAULT_VOCABULARY, "_vocab", vocab)
+    runs = {}  # (task or mixture, lengths, converter) -> the rows that train on it
+    for name in ROWS:
+        for stage in experiments.stages(name):
+            files, required = experiments.stage_files(name, stage)
+            macros = configure(files, [f"{m} = 'glue_v002_proportional'" for m in required])
+            converter = bound("train.feature_converter") or "enc_dec"
+            key = (
+                macros["mixture_or_task_name"],
+                tuple(sorted(macros["task_feature_lengths"].items())),
+                converter,
+            )
+            runs.setdefault(key, []).append(name)
+    assert len(runs) >= 20  # objectives, corruption rates, span lengths, data sets, sizes, mixtures
+    with mock_tfds(num_examples=4):
+        for (task, lengths, converter), rows in runs.items():
+            capped = {k: min(v, 64) for k, v in lengths}
+            batch = next(
+                data.get_dataset(
+                    task, capped, batch_size=1, pack=False, feature_converter=converter, num_epochs=None
+                )
+            )
+            row = batch["decoder_target_tokens"][0]
+            kept = row[row != 0]  # a real example: EOS-ended, or cut at the row's end
+            assert len(kept) > 0 and (kept[-1] == 1 or len(kept) == len(row)), (task, rows)
 
 
 def test_lengths_of_the_span_rows_fit_their_objective_exactly():
