@@ -164,6 +164,15 @@ CLI_CASES = [
     (TRAIN + "--gin.train.vocab_path={r}/adir", "train.vocab_path {r}/adir is a directory"),
     # eval
     (EVAL + "--gin.CHECKPOINT_PATH={r}/nope", "CHECKPOINT_PATH {r}/nope does not exist"),
+    (
+        EVAL + "--gin.CHECKPOINT_PATH={r}/model,{r}/nope",
+        "CHECKPOINT_PATH {r}/nope does not exist",
+    ),  # ensemble
+    (EVAL + "--gin.CHECKPOINT_PATH={r}/model,{r}/adir", "has no config.json"),  # an ensemble member
+    (
+        EVAL + "--gin.CHECKPOINT_PATH={r}/model,{r}/model --gin.evaluate_checkpoints.steps='all'",
+        "an ensemble uses each member's latest checkpoint",
+    ),
     (EVAL + "--gin.CHECKPOINT_PATH={r}/afile", "CHECKPOINT_PATH {r}/afile is a file"),
     (EVAL + "--gin.CHECKPOINT_PATH={r}/adir", "has no config.json"),
     (EVAL + "--gin.BATCH_SIZE=0", "BATCH_SIZE=0 must be >= 1"),
