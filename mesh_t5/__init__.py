@@ -6,7 +6,7 @@
     mesh_t5.get_task("glue_cola_v002"); mesh_t5.list_tasks()
 
 Heavy modules (JAX, the data package, TensorFlow) load on first use, so `import mesh_t5`
-and `mesh-t5 --help` stay fast.
+and `mesh-t5 --help` stay fast; `get_task` and the other look-ups load T5's catalogue (`mesh_t5.tasks`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "T5Model": ("mesh_t5.model", "T5Model"),
-    "get_task": ("mesh_t5.data", "get_task"),
-    "get_mixture": ("mesh_t5.data", "get_mixture"),
-    "list_tasks": ("mesh_t5.data", "list_tasks"),
-    "list_mixtures": ("mesh_t5.data", "list_mixtures"),
+    "get_task": ("mesh_t5.tasks", "get_task"),
+    "get_mixture": ("mesh_t5.tasks", "get_mixture"),
+    "list_tasks": ("mesh_t5.tasks", "list_tasks"),
+    "list_mixtures": ("mesh_t5.tasks", "list_mixtures"),
     "TaskRegistry": ("mesh_t5.data", "TaskRegistry"),
     "MixtureRegistry": ("mesh_t5.data", "MixtureRegistry"),
     "data": ("mesh_t5.data", None),
@@ -32,8 +32,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from mesh_t5 import data
-    from mesh_t5.data import MixtureRegistry, TaskRegistry, get_mixture, get_task, list_mixtures, list_tasks
+    from mesh_t5.data import MixtureRegistry, TaskRegistry
     from mesh_t5.model import T5Model
+    from mesh_t5.tasks import get_mixture, get_task, list_mixtures, list_tasks
 
 
 def __getattr__(name: str) -> Any:

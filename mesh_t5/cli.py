@@ -13,6 +13,8 @@ from mesh_t5.stopping import Interrupted
 
 # Commands that touch devices and so may run as one process per host (README: Multi-host).
 MULTI_HOST_COMMANDS = ("train", "eval", "infer", "export")
+# Commands that find tasks and mixtures by name: T5's catalogue (mesh_t5.tasks) is registered first.
+CATALOGUE_COMMANDS = ("train", "eval", "infer", "tasks", "cache_tasks")
 
 COMMANDS = {
     "train": "pre-train or fine-tune a model (run config by gin: pretrain.gin, finetune.gin)",
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if name in MULTI_HOST_COMMANDS:
             rest = _join_multi_host_run(rest)
+        if name in CATALOGUE_COMMANDS:
+            from mesh_t5 import tasks  # noqa: F401
         return int(module.main(rest) or 0)
     except UserError as e:
         print(f"mesh-t5 {name}: error: {e}", file=sys.stderr)

@@ -93,8 +93,10 @@ def test_bad_inputs_are_one_line_user_errors(tmp_path):
                   [rekey({"inputs": "question"}), tokenize], FEATS)  # fmt: skip
     with pytest.raises(UserError, match=r"task 'src_nofeat': output feature 'targets' is missing"):
         next(nofeat.get_dataset("train"))
+    from mesh_t5 import tasks  # T5's catalogue, for the close matches
+
     with pytest.raises(UserError, match=r"unknown task 'glue_cola_v3'.*did you mean"):
-        get_task("glue_cola_v3")
+        tasks.get_task("glue_cola_v3")
     with pytest.raises(UserError, match=r"unknown task or mixture 'no_such_thing'"):
         get_dataset("no_such_thing", {"inputs": 8, "targets": 8})
 

@@ -5,7 +5,7 @@ postprocessing and metrics on known predictions."""
 import numpy as np
 import pytest
 
-from mesh_t5.data import get_mixture, get_task, list_mixtures, list_tasks
+from mesh_t5.tasks import get_mixture, get_task, list_mixtures, list_tasks
 from mesh_t5.tasks import text_formats as fmt
 from mesh_t5.tasks.common import task_with_examples
 from mesh_t5.tasks.glue import GLUE_WEIGHT_MAPPING

@@ -31,8 +31,9 @@ def main(argv: list[str]) -> int:
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     if not names:
         raise UserError("--tasks is empty; give task names separated by commas")
+    modules = ["mesh_t5.tasks", *args.module]  # what remote Beam workers import to find the tasks by name
     infos = cache_beam.run(
-        names, args.output, modules=args.module, num_shards=args.num_shards, pipeline_args=beam_args
+        names, args.output, modules=modules, num_shards=args.num_shards, pipeline_args=beam_args
     )
     for name, info in infos.items():
         print(f"mesh-t5 cache_tasks: {os.path.join(args.output, name)}")

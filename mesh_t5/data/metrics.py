@@ -49,9 +49,11 @@ def f1_score_with_invalid(targets: Sequence[int], predictions: Sequence[int]) ->
 
 def mean_multiclass_f1(num_classes: int):
     """Returns a metric fn giving {"mean_<n>class_f1": macro F1 x100} (T5's CB metric)."""
-    from sklearn.metrics import f1_score
 
     def fn(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+        # Imported here, not above: the catalogue builds this metric and sklearn takes ~5 s to import.
+        from sklearn.metrics import f1_score
+
         _check(targets, predictions)
         score = f1_score(targets, predictions, labels=list(range(num_classes)), average="macro")
         return {f"mean_{num_classes}class_f1": 100.0 * float(score)}

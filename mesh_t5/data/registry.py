@@ -6,6 +6,9 @@ per-example functions `fn(example, ctx) -> example | None` (None drops the examp
 `ctx` gives the task, the output features, the sequence length, and `ctx.rng`: a numpy Generator
 that depends only on (seed, task, preprocessor position, example key) - so pipelines are
 deterministic and resumable.
+
+The registries hold what has been registered. T5's catalogue (`mesh_t5.tasks`) registers itself when
+imported, as seqio's task modules do: the commands and `mesh_t5.get_task` import it; this package never does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import collections
 import dataclasses
 import difflib
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -425,13 +429,7 @@ class _Registry:
     def get(self, name: str) -> Any:
         _check_name(name, self.kind)
         if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=3)
-            hint = (
-                f"; did you mean {', '.join(close)}?"
-                if close
-                else f"; `mesh-t5 tasks` lists the {self.kind}s"
-            )
-            raise UserError(f"unknown {self.kind} {name!r}{hint}")
+            raise _unknown(self.kind, name, list(self._items))
         return self._items[name]
 
     def names(self) -> list[str]:
@@ -466,43 +464,40 @@ def _check_name(name: Any, kind: str) -> None:
         )
 
 
-def _ensure_catalogue() -> None:
-    """Imports mesh_t5.tasks once so that the built-in catalogue is registered."""
-    import mesh_t5.tasks  # noqa: F401
+def _unknown(kind: str, name: str, known: list[str]) -> UserError:
+    """Returns the one-line error for a name nobody registered: its close matches, else where names are."""
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "`mesh-t5 tasks` lists them"
+    if "mesh_t5.tasks" not in sys.modules:  # a Python user who did not load the catalogue (module docstring)
+        hint += "; `import mesh_t5.tasks` registers T5's catalogue"
+    return UserError(f"unknown {kind} {name!r}; {hint}")
 
 
 def get_task(name: str) -> Task:
     """Returns the registered task `name` (UserError naming close matches if unknown)."""
-    _ensure_catalogue()
     return TaskRegistry.get(name)
 
 
 def get_mixture(name: str) -> Mixture:
     """Returns the registered mixture `name`."""
-    _ensure_catalogue()
     return MixtureRegistry.get(name)
 
 
 def get_mixture_or_task(name: str) -> Task | Mixture:
     """Returns the task or mixture called `name`."""
     _check_name(name, "task or mixture")
-    _ensure_catalogue()
     if name in MixtureRegistry._items:
         return MixtureRegistry._items[name]
     if name in TaskRegistry._items:
         return TaskRegistry._items[name]
-    close = difflib.get_close_matches(name, TaskRegistry.names() + MixtureRegistry.names(), n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; `mesh-t5 tasks` lists them"
-    raise UserError(f"unknown task or mixture {name!r}{hint}")
+    raise _unknown("task or mixture", name, TaskRegistry.names() + MixtureRegistry.names())
 
 
 def list_tasks() -> list[str]:
     """Returns the sorted names of the registered tasks."""
-    _ensure_catalogue()
     return TaskRegistry.names()
 
 
 def list_mixtures() -> list[str]:
     """Returns the sorted names of the registered mixtures."""
-    _ensure_catalogue()
     return MixtureRegistry.names()
