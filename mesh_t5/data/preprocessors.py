@@ -105,24 +105,6 @@ def summarize(article_key: str, summary_key: str) -> Preprocessor:
     return summarize_fn
 
 
-def squad(ex: Example, ctx: Context) -> Example:
-    """SQuAD: "question: {q} context: {c}" -> the first answer (all answers kept in "answers")."""
-    answers = _field(ex, "answers", ctx, "squad")
-    texts = answers.get("text", []) if isinstance(answers, Mapping) else answers
-    texts = [_as_text(t) for t in texts]
-    return {
-        "inputs": f"question: {_as_text(_field(ex, 'question', ctx, 'squad'))} "
-        f"context: {_as_text(_field(ex, 'context', ctx, 'squad'))}",
-        "targets": texts[0] if texts else "",
-        "answers": texts,
-    }
-
-
-def stsb_label(value: float) -> str:
-    """Returns the STS-B score rounded to the nearest 0.2 as text ("3.8"): 21 classes, as T5."""
-    return f"{round(float(value) * 5) / 5:.1f}"
-
-
 def tokenize(ex: Example, ctx: Context) -> Example:
     """Tokenizes the string output features with their vocabularies; keeps "<name>_pretokenized"."""
     out = dict(ex)
@@ -181,16 +163,6 @@ def truncate(ex: Example, ctx: Context) -> Example:
         if name in ex and not isinstance(ex[name], str):
             out[name] = _trim(ex, ctx, name, length)
     return out
-
-
-def filter_empty(feature: str) -> Preprocessor:
-    """Returns a preprocessor dropping examples whose `feature` is empty (counted in task.stats)."""
-
-    def filter_empty_fn(ex: Example, ctx: Context) -> Example | None:
-        return ex if len(_field(ex, feature, ctx, "filter_empty")) else None
-
-    filter_empty_fn.__name__ = f"filter_empty({feature})"
-    return filter_empty_fn
 
 
 def select_random_chunk(feature: str = "targets", max_length: int = 65536) -> Preprocessor:

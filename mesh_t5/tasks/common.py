@@ -219,10 +219,10 @@ _DETERMINERS = {
 }  # fmt: skip
 
 
-def wsc_simple(text: str, example: Mapping | None = None, is_target: bool = False) -> int:
+def wsc_referent_match(text: str, example: Mapping | None = None, is_target: bool = False) -> int:
     """Returns the label for a target; for a prediction, 1 if it names the example's referent (ignoring
     case and determiners, either word set containing the other, a possessive only matching a possessive),
-    -1 if it is empty once determiners are removed (T5)."""
+    -1 if it is empty once determiners are removed (T5's `wsc_simple` postprocessor)."""
     if is_target:
         return int(example["label"])  # type: ignore[index]
 

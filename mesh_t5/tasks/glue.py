@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mesh_t5.data import metrics
-from mesh_t5.data.preprocessors import append_eos_after_trim, tokenize
+from mesh_t5.data.preprocessors import append_eos_after_trim, rekey, tokenize
 from mesh_t5.tasks import text_formats as fmt
 from mesh_t5.tasks.common import (
     ExpandEach,
@@ -21,7 +21,7 @@ from mesh_t5.tasks.common import (
     record,
     string_label_to_class_id,
     string_to_float,
-    wsc_simple,
+    wsc_referent_match,
 )
 
 GLUE_TFDS_VERSION = "1.0.0"  # T5's; `tfds build glue/cola:1.0.0` prepares it (TFDS 4.9 still supports it)
@@ -138,10 +138,7 @@ def _register_super_glue() -> list[str]:
         pre: list = [_formatter(config, labels), *_TAIL]
         if config == "axb":  # premise/hypothesis from sentence1/sentence2, then sorted as T5 does
             pre.insert(
-                0,
-                fmt.rekey(
-                    {"premise": "sentence1", "hypothesis": "sentence2", "label": "label", "idx": "idx"}
-                ),
+                0, rekey({"premise": "sentence1", "hypothesis": "sentence2", "label": "label", "idx": "idx"})
             )
         passthrough = {"multirc": ("idx/paragraph", "idx/question", "idx/answer"),
                        "record": ("answers", "idx/passage", "idx/query")}.get(config, ())  # fmt: skip
@@ -156,7 +153,7 @@ def _register_super_glue() -> list[str]:
     add_tfds_task("super_glue_wsc_v102_simple_train", wsc, ("train",), [fmt.wsc_simple(True), *_TAIL])
     add_tfds_task(
         "super_glue_wsc_v102_simple_eval", wsc, ("validation", "test"), [fmt.wsc_simple(False), *_TAIL],
-        postprocess_fn=wsc_simple, metric_fns=[metrics.accuracy], passthrough=("label",),
+        postprocess_fn=wsc_referent_match, metric_fns=[metrics.accuracy], passthrough=("label",),
     )  # fmt: skip
     add_tfds_task(
         "dpr_v001_simple", "definite_pronoun_resolution:1.1.0", ("train", "test"),
@@ -169,7 +166,7 @@ def _register_wnli_simple() -> list[str]:
     """T5's WNLI recast as WSC, for evaluation (the paper evaluates WNLI with a model trained on WSC/DPR)."""
     add_tfds_task(
         "glue_wnli_v002_simple_eval", f"glue/wnli:{GLUE_TFDS_VERSION}", ("validation", "test"),
-        [fmt.wnli_simple, *_TAIL], postprocess_fn=wsc_simple, metric_fns=[metrics.accuracy],
+        [fmt.wnli_simple, *_TAIL], postprocess_fn=wsc_referent_match, metric_fns=[metrics.accuracy],
         passthrough=("label",),
     )  # fmt: skip
     return ["glue_wnli_v002_simple_eval"]
@@ -177,6 +174,5 @@ def _register_wnli_simple() -> list[str]:
 
 GLUE_TASKS = _register_glue() + _register_wnli_simple()
 SUPER_GLUE_TASKS = _register_super_glue()
-SUPERGLUE_TASKS = SUPER_GLUE_TASKS  # the earlier name
 
 __all__ = ["GLUE_TASKS", "GLUE_WEIGHT_MAPPING", "SUPER_GLUE_TASKS", "SUPER_GLUE_WEIGHT_MAPPING"]

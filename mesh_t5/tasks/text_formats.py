@@ -158,7 +158,7 @@ def wsc_simple(correct_referent_only: bool = False) -> Callable[[Example, Contex
     """Returns T5's simple WSC: "wsc: ... *he* ..." -> the candidate referent (span1_text).
 
     With `correct_referent_only` (training), examples whose candidate is wrong are dropped; for eval the
-    label is kept so that the wsc_simple postprocessor can score "did the model name this referent".
+    label is kept so that the postprocessor `wsc_referent_match` can score "did the model name the referent".
     Examples whose span2_index does not point at the pronoun are dropped (counted in task.stats).
     """
 
@@ -241,7 +241,7 @@ def _wnli_candidate(premise: list[str], hypothesis: list[str]) -> tuple[int, str
 
 def wnli_simple(ex: Example, ctx: Context) -> Example | None:
     """GLUE WNLI recast as T5's simple WSC (evaluation only): "wsc: {sentence1 with the *pronoun*}" ->
-    the words of sentence2 that replace it ("The worm"), keeping the label for the wsc_simple postprocessor.
+    the words of sentence2 that replace it ("The worm"), keeping the label for `wsc_referent_match`.
 
     Examples without a pronoun, or whose candidate is not found in sentence2, are dropped (T5 raises)."""
     premise, hypothesis = _text(ex["sentence1"]), _text(ex["sentence2"])
@@ -272,13 +272,3 @@ def wnli_simple(ex: Example, ctx: Context) -> Example | None:
         "label": int(ex.get("label", 0)),
         "idx": ex.get("idx", -1),
     }
-
-
-def rekey(key_map: Mapping[str, str]) -> Callable[[Example, Context], Example]:
-    """Returns a preprocessor making {new: example[old]} (SuperGLUE AX-b: premise <- sentence1)."""
-
-    def rekey_fn(ex: Example, ctx: Context) -> Example:
-        return {new: ex[old] for new, old in key_map.items()}
-
-    rekey_fn.__name__ = "rekey"
-    return rekey_fn
