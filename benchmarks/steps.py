@@ -1,6 +1,6 @@
 """The two training steps `benchmarks.run` compares, on the same config, weights and batch.
 
-mesh_t5: `train.make_train_step` as `mesh-t5 train` jits it (state donated, Adafactor with T5's
+mesh_t5: `steps.make_train_step` as `mesh-t5 train` jits it (state donated, Adafactor with T5's
 settings from `optim.make_optimizer`, z-loss 1e-4, dropout from the config).
 transformers: `T5ForConditionalGeneration` in train mode (the same dropout) with the same weights
 (exported by `mesh_t5.hf.params_to_hf`), loss from `labels`, `loss.backward()` and
@@ -40,17 +40,17 @@ class MeshStep:
     def __init__(self, config: T5Config, params: dict, batch: dict):
         import jax
 
-        from mesh_t5 import optim, train
+        from mesh_t5 import optim, steps
 
         self._jax = jax
         optimizer = optim.make_optimizer()
-        settings = train.StepSettings(learning_rate=optim.constant_schedule(LEARNING_RATE))
-        self._step = train.make_train_step(config, optimizer, settings)
+        settings = steps.StepSettings(learning_rate=optim.constant_schedule(LEARNING_RATE))
+        self._step = steps.make_train_step(config, optimizer, settings)
         device_params = jax.device_put(params)
         self._state = {
             "step": jax.numpy.zeros((), jax.numpy.int32),
             "params": device_params,
-            "opt_state": train.init_opt_state(device_params, optimizer),
+            "opt_state": steps.init_opt_state(device_params, optimizer),
         }
         self._batch = jax.device_put(batch)
         self.loss = float("nan")
@@ -149,20 +149,20 @@ def compile_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """
     import jax
 
-    from mesh_t5 import optim, train
+    from mesh_t5 import optim, steps
     from mesh_t5.config import get_model_config
 
     optimizer = optim.make_optimizer()
-    settings = train.StepSettings(learning_rate=optim.constant_schedule(LEARNING_RATE))
+    settings = steps.StepSettings(learning_rate=optim.constant_schedule(LEARNING_RATE))
     results = []
     for model, num_layers in spec["configs"]:
         config = get_model_config(model).replace(num_encoder_layers=num_layers, num_decoder_layers=num_layers)
-        state = train.abstract_state(config, optimizer)
+        state = steps.abstract_state(config, optimizer)
         batch = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
             random_batch(config, spec["batch"], spec["inputs"], spec["targets"]),
         )
-        step = train.make_train_step(config, optimizer, settings)
+        step = steps.make_train_step(config, optimizer, settings)
         start = time.perf_counter()
         lowered = step.lower(state, batch)
         lowered_at = time.perf_counter()

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import optim, train
+from mesh_t5 import optim, steps
 from mesh_t5.config import T5Config, get_model_config
 
 DEMO = T5Config(
@@ -57,13 +57,13 @@ def main() -> None:
     }
     batch = {name: jnp.asarray(x, jnp.int32) for name, x in batch.items()}
     optimizer = optim.make_optimizer()
-    state = train.init_state(config, optimizer, jax.random.key(0))
+    state = steps.init_state(config, optimizer, jax.random.key(0))
 
     def loss(params):
-        return train.loss_and_stats(params, batch, config)[0]
+        return steps.loss_and_stats(params, batch, config)[0]
 
     step = jax.jit(
-        functools.partial(train.train_step, config=config, optimizer=optimizer, settings=train.StepSettings())
+        functools.partial(steps.train_step, config=config, optimizer=optimizer, settings=steps.StepSettings())
     )
     forward = best_ms(jax.jit(loss), state["params"], repeats=args.repeats)
     grad = best_ms(jax.jit(jax.grad(loss)), state["params"], repeats=args.repeats)

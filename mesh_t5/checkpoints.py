@@ -31,8 +31,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mesh_t5 import network
 from mesh_t5.config import T5Config
-from mesh_t5.errors import UserError
+from mesh_t5.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
 VOCAB_DIR = "vocab"
@@ -42,17 +43,10 @@ PARTIAL_SUFFIX = ".orbax-checkpoint-tmp"  # orbax writes <step>.orbax-checkpoint
 CORRUPT_SUFFIX = ".corrupt"  # "<step>.corrupt" is not a step name to orbax ("<step>_corrupt" would be)
 
 
-class CheckpointError(UserError):
-    """A checkpoint cannot be used as asked; one line naming the checkpoint and what to do."""
-
-
-def _path_name(path: tuple[Any, ...]) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"encoder/layers/mlp/wo": shape, ...} for every leaf of the tree."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {_path_name(path): tuple(leaf.shape) for path, leaf in flat}
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape) for path, leaf in flat}
 
 
 def check_shapes(expected: Any, found: Any, where: str) -> None:
@@ -343,6 +337,16 @@ def resume(
     return state, meta, step
 
 
+def checkpoint_steps(directory: str | os.PathLike, complete: bool = True) -> list[int]:
+    """Returns the sorted steps of the `<step>` dirs in `directory` (a run's checkpoints/ dir).
+
+    complete=True counts only those holding a `state` dir (what can be read); False counts every
+    step dir, as orbax does, so a run never saves over a step dir a damaged save left behind.
+    """
+    found = (p for p in Path(directory).glob("*") if p.name.isdigit())
+    return sorted(int(p.name) for p in found if (p / "state" if complete else p).is_dir())
+
+
 def _find_state_dir(path: Path) -> Path:
     """The orbax `state` (or exported `params`) directory for a checkpoint path of any kind."""
     if (path / PARAMS_DIR).is_dir():
@@ -350,7 +354,7 @@ def _find_state_dir(path: Path) -> Path:
     if (path / "state").is_dir():
         return path / "state"
     steps_dir = path / CHECKPOINTS_DIR if (path / CHECKPOINTS_DIR).is_dir() else path
-    steps = sorted(int(p.name) for p in steps_dir.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+    steps = checkpoint_steps(steps_dir)
     if steps:
         return steps_dir / str(steps[-1]) / "state"
     raise CheckpointError(
@@ -522,10 +526,7 @@ def save_model(
 
 def load_model(path: str | os.PathLike) -> tuple[T5Config, Any, str | None]:
     """Returns (config, params, vocab_path) of a model dir or a training MODEL_DIR (latest step)."""
-    from mesh_t5 import network  # the parameter shapes come from the network's own init
-
     path = Path(path).absolute()
     config = read_config(path)
-    abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
-    params, _, _ = load_params(path, abstract)
+    params, _, _ = load_params(path, network.param_shapes(config))
     return config, params, vocab_file(path)

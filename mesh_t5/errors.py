@@ -7,3 +7,7 @@ class UserError(ValueError):
     The CLI prints `mesh-t5 <command>: error: <message>` and exits with status 2; the
     message is one line naming the offending value and what to do instead.
     """
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, unreadable or does not fit the model; one line naming it and what to do."""

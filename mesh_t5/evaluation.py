@@ -9,8 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from mesh_t5 import data, inference, layouts
-from mesh_t5 import train as train_lib  # module import: train imports this module too
+from mesh_t5 import data, inference, layouts, steps
 from mesh_t5.config import T5Config
 from mesh_t5.data.benchmark_scores import benchmark_averages
 
@@ -20,17 +19,6 @@ Batch = Mapping[str, Any]
 def default_feature_converter(config: T5Config) -> str:
     """Returns the data pipeline's feature converter for the architecture (enc_dec, lm, prefix_lm)."""
     return {"decoder_only": "lm", "prefix_lm": "prefix_lm"}.get(config.architecture, "enc_dec")
-
-
-def _dataset(name: Any, lengths: Mapping[str, int], split: str, batch_size: int, **kwargs: Any) -> Any:
-
-    return data.get_dataset(
-        mixture_or_task_name=name,
-        task_feature_lengths=dict(lengths),
-        split=split,
-        batch_size=batch_size,
-        **kwargs,
-    )
 
 
 def _loss_results(totals: Mapping[str, float]) -> dict[str, float]:
@@ -46,21 +34,19 @@ def evaluate_loss(
     params: Any,
     batches: Any,
     eval_step_fn: Callable[[Any, Batch], dict[str, jax.Array]],
-    batch_size: int,
     layout: layouts.Layout | None = None,
     max_batches: int | None = None,
     totals: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Returns {"loss", "accuracy", "tokens"}: token-mean loss and accuracy over the batches (their
-    sums are also added to `totals`, to pool several tasks)."""
+    sums are also added to `totals`, to pool several tasks). A short last batch comes padded with
+    zero rows (zero loss weight) from the pipeline, so every batch has one shape."""
     pooled = totals
     totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        sums = jax.device_get(
-            eval_step_fn(params, train_lib.to_device(train_lib.pad_batch(batch, batch_size), layout))
-        )
+        sums = jax.device_get(eval_step_fn(params, steps.to_device(batch, layout)))
         for name in totals:
             totals[name] += float(sums[name])
             if pooled is not None:
@@ -68,8 +54,8 @@ def evaluate_loss(
     return _loss_results(totals)
 
 
-def _tasks_of(name: str, split: str | None = None) -> list[Any]:
-    """Returns the task `name`, or the tasks of mixture `name` (those that have `split` when given)."""
+def member_tasks(name: str, split: str | None = None) -> list[Any]:
+    """Returns [task `name`], or mixture `name`'s member tasks (those that have `split` when given)."""
     item = data.get_mixture_or_task(name)
     if not isinstance(item, data.Mixture):
         return [item]
@@ -168,25 +154,23 @@ def evaluate(
     `params` may be a list of several models' params: their ensemble, scored on decoded predictions only
     (it has no single loss).
     """
-    eval_step_fn = eval_step_fn or train_lib.make_eval_step(config, layout)
+    eval_step_fn = eval_step_fn or steps.make_eval_step(config, layout)
     feature_converter = feature_converter or default_feature_converter(config)
     # Each process reads its slice of every batch (as in training); a short last batch is padded.
     shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
-    tasks = _tasks_of(mixture_or_task_name, split)
+    tasks = member_tasks(mixture_or_task_name, split)
     per_task = isinstance(data.get_mixture_or_task(mixture_or_task_name), data.Mixture)
     ensemble = isinstance(params, list)
     totals: dict[str, float] = {}
     results: dict[str, float] = {}
     for task in tasks:
         if not ensemble:
-            batches = _dataset(
+            batches = data.get_dataset(
                 task, task_feature_lengths, split, batch_size // num_shards,
                 shuffle=False, seed=0, shard_index=shard_index, num_shards=num_shards,
                 feature_converter=feature_converter, pack=False, num_epochs=1,
             )  # fmt: skip
-            loss = evaluate_loss(
-                params, batches, eval_step_fn, batch_size // num_shards, layout, max_batches, totals
-            )
+            loss = evaluate_loss(params, batches, eval_step_fn, layout, max_batches, totals)
             if per_task:
                 results[f"{task.name}/loss"] = loss["loss"]
         if decode and task.metric_fns and "inputs" in task.output_features:
@@ -199,6 +183,3 @@ def evaluate(
         results.update(_loss_results(totals or {"loss_sum": 0.0, "weight_sum": 0.0, "correct": 0.0}))
     results.update(benchmark_averages(results))  # the paper's GLUE / SuperGLUE columns, when complete
     return results
-
-
-# ------------------------------------------------------------------------------------ the loop

@@ -2,7 +2,7 @@
 
 torch `Linear.weight` is [out, in]; mesh_t5 kernels are [in, out] with heads split out and
 layers stacked, so conversion transposes, reshapes and stacks. HF keeps the relative
-position bias in block 0 of each stack. Only numpy and safetensors are needed here.
+position bias in block 0 of each stack. The work is numpy and safetensors (jax only maps over trees).
 """
 
 from __future__ import annotations
@@ -13,18 +13,15 @@ import shutil
 import struct
 from typing import Any
 
+import jax
 import numpy as np
 
 from mesh_t5.config import T5Config
-from mesh_t5.errors import UserError
+from mesh_t5.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 VOCAB_FILE = "spiece.model"
-
-
-class CheckpointError(UserError):
-    """A checkpoint is missing, unreadable or does not match its config; one line names both values."""
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
@@ -178,7 +175,7 @@ def params_from_hf(
             }
             for i in range(n)
         ]
-        stacked = _stack_trees(per_layer)
+        stacked = jax.tree.map(lambda *layers: np.stack(layers), *per_layer)  # [L, ...] per leaf
         relpos = f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
         return {
             "relpos_bias": get(relpos, (c.relative_attention_num_buckets, h), "relpos"),
@@ -210,19 +207,12 @@ def _check_layer_count(tensors: dict[str, np.ndarray], c: T5Config, source: str)
             raise CheckpointError(f"{source} has {found} {stack} blocks but config.json says {field}={n}")
 
 
-def _stack_trees(trees: list[dict[str, Any]]) -> dict[str, Any]:
-    first = trees[0]
-    if isinstance(first, dict):
-        return {key: _stack_trees([t[key] for t in trees]) for key in first}
-    return np.stack(trees)
-
-
 def params_to_hf(params: dict[str, Any], config: T5Config) -> dict[str, np.ndarray]:
     """Returns HF T5ForConditionalGeneration tensors (float32, torch layout) for mesh_t5 params."""
     _check_exportable(config)
     c = config
     d, hk = c.d_model, c.inner_dim
-    p = _to_numpy(params)
+    p = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     out: dict[str, np.ndarray] = {}
     for stack_name, n in (("encoder", c.num_encoder_layers), ("decoder", c.num_decoder_layers)):
         stack = p[stack_name]
@@ -247,12 +237,6 @@ def params_to_hf(params: dict[str, Any], config: T5Config) -> dict[str, np.ndarr
     if not c.tie_word_embeddings:
         out["lm_head.weight"] = p["logits_dense"]["kernel"].T
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
-
-
-def _to_numpy(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _to_numpy(v) for k, v in tree.items()}
-    return np.asarray(tree, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- files

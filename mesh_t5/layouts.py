@@ -101,7 +101,7 @@ class Layout:
 
     def tree_shardings(self, axes_tree: Any) -> Any:
         """Maps a pytree of logical-axes tuples to a pytree of NamedShardings."""
-        return jax.tree.map(self.sharding, axes_tree, is_leaf=_is_axes)
+        return jax.tree.map(self.sharding, axes_tree, is_leaf=is_axes)
 
     @property
     def replicated(self) -> NamedSharding:
@@ -131,7 +131,8 @@ class Layout:
         return f"mesh {_format_mesh(self.mesh_shape)} with rules {rules}"
 
 
-def _is_axes(x: Any) -> bool:
+def is_axes(x: Any) -> bool:
+    """Whether `x` is one leaf of an axes tree: a tuple of logical axis names (or None)."""
     # Exactly a tuple: optax states are NamedTuples (EmptyState() is an empty one) and stay nodes.
     return type(x) is tuple and all(a is None or isinstance(a, str) for a in x)
 
@@ -259,25 +260,15 @@ def validate(layout: Layout, config: Any, batch_size: int | None = None) -> None
 # --- parameters and optimizer state -----------------------------------------------------------
 
 
-def init_sharded(init_fn: Callable[..., Any], axes_tree: Any, layout: Layout, *args: Any) -> Any:
+def init_sharded(init_fn: Callable[..., Any], axes_tree: Any, layout: Layout | None, *args: Any) -> Any:
     """Runs `init_fn(*args)` under jit so each device creates only its shards of the result.
 
-    Shapes come from `jax.eval_shape` (nothing is allocated); the output shardings from
-    `axes_tree` (the same tree as the result, a tuple of logical axis names per leaf).
+    The output shardings come from `axes_tree` (the same tree as the result, a tuple of logical axis
+    names per leaf), so nothing is ever whole on one device. Without a layout: plain jit, one device.
     """
-    shapes = jax.eval_shape(init_fn, *args)
-    shardings = layout.tree_shardings(axes_tree)
-    if jax.tree.structure(shapes) != jax.tree.structure(shardings):
-        raise ValueError("init_sharded: the axes tree does not match the tree init_fn returns")
-    return jax.jit(init_fn, out_shardings=shardings)(*args)
-
-
-def init_sharded_params(config: Any, rng: jax.Array, layout: Layout) -> Any:
-    """Returns `network.init_params(config, rng)` born sharded by `layout` (never whole on one host)."""
-    from mesh_t5 import network  # network imports this module (constrain)
-
-    validate(layout, config)
-    return init_sharded(lambda key: network.init_params(config, key), network.param_axes(config), layout, rng)
+    if layout is None:
+        return jax.jit(init_fn)(*args)
+    return jax.jit(init_fn, out_shardings=layout.tree_shardings(axes_tree))(*args)
 
 
 def _factored_dims(shape: Sequence[int], min_dim_size_to_factor: int = 128) -> tuple[int, int] | None:
@@ -320,7 +311,7 @@ def optimizer_state_axes(opt_state: Any, params: Any, param_axes: Any) -> Any:
     (jax.eval_shape) trees.
     """
     flat_params = jax.tree_util.tree_flatten_with_path(params)[0]
-    flat_axes = jax.tree.leaves(param_axes, is_leaf=_is_axes)
+    flat_axes = jax.tree.leaves(param_axes, is_leaf=is_axes)
     if len(flat_params) != len(flat_axes):
         raise ValueError("optimizer_state_axes: params and param_axes have different trees")
     index = {
@@ -338,11 +329,6 @@ def optimizer_state_axes(opt_state: Any, params: Any, param_axes: Any) -> Any:
         return (None,) * len(shape)
 
     return jax.tree_util.tree_map_with_path(leaf_axes, opt_state)
-
-
-def optimizer_state_shardings(layout: Layout, opt_state: Any, params: Any, param_axes: Any) -> Any:
-    """NamedShardings for an optimizer state (see `optimizer_state_axes`)."""
-    return layout.tree_shardings(optimizer_state_axes(opt_state, params, param_axes))
 
 
 # --- batches ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any
 
+import jax
 import numpy as np
 
 from mesh_t5.config import T5Config
@@ -343,18 +344,7 @@ def _stack_params(
         raise MeshTFError(f"{stack} has no relative_attention_bias in block_000's self-attention")
     if sorted(blocks) != list(range(len(blocks))):
         raise MeshTFError(f"{stack} block numbers {sorted(blocks)} are not 0..{len(blocks) - 1}")
-    stacked = _stack_trees(per_layer)
-    return stacked, bias
-
-
-def _stack_trees(trees: list[dict[str, Any]]) -> dict[str, Any]:
-    first = trees[0]
-    return {
-        key: _stack_trees([t[key] for t in trees])
-        if isinstance(first[key], dict)
-        else np.stack([t[key] for t in trees])
-        for key in first
-    }
+    return jax.tree.map(lambda *layers: np.stack(layers), *per_layer), bias  # [L, ...] per leaf
 
 
 def convert_variables(variables: dict[str, np.ndarray], config: T5Config) -> dict[str, Any]:

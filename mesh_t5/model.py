@@ -96,14 +96,7 @@ class T5Model:
         validate.integer(seed, "seed", minimum=0)
         layout = _make_layout(mesh_shape, layout_rules, config)
         init = functools.partial(network.init_params, config)
-        rng = jax.random.PRNGKey(seed)
-        if layout is None:
-            params = jax.jit(init)(rng)
-        else:
-            # Shapes first, then shardings: no device ever holds the whole parameter set.
-            jax.eval_shape(init, rng)
-            shardings = layout.tree_shardings(network.param_axes(config))
-            params = jax.jit(init, out_shardings=shardings)(rng)
+        params = layouts.init_sharded(init, network.param_axes(config), layout, jax.random.PRNGKey(seed))
         return cls(config, params, layout=layout)
 
     # ------------------------------------------------------------------ computation

@@ -154,8 +154,10 @@ def param_axes(config: T5Config) -> dict[str, Any]:
 
 
 def param_shapes(config: T5Config) -> dict[str, Any]:
-    """Returns the parameter tree with the shape tuple of each leaf."""
-    return jax.tree.map(lambda s: s.shape, _param_specs(config), is_leaf=_is_spec)
+    """Returns the parameter tree of float32 ShapeDtypeStructs: what init_params makes, nothing allocated."""
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32), _param_specs(config), is_leaf=_is_spec
+    )
 
 
 # ----------------------------------------------------------------------------- layers and stacks

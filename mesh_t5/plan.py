@@ -1,7 +1,7 @@
 """Per-device memory of a training step on a mesh, planned from shapes alone (nothing is allocated).
 
-Parameter and optimizer-state shapes come from `jax.eval_shape` of the real initialisers
-(network.init_params, the Adafactor of optim.py); their per-device shards from the layout
+Parameter shapes come from the network's parameter specs (network.param_shapes), the optimizer
+state's from `jax.eval_shape` of the Adafactor of optim.py; their per-device shards from the layout
 rules on an AbstractMesh, so the mesh need not exist on this machine. Activations are an
 analytic estimate of the tensors a training step keeps for the backward pass:
 
@@ -29,14 +29,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import layouts
+from mesh_t5 import layouts, network, optim
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -168,31 +167,6 @@ def activation_tensors(
     return tensors
 
 
-def abstract_params(config: T5Config) -> tuple[Any, Any]:
-    """(parameter ShapeDtypeStructs, logical axes) from the network, by jax.eval_shape only."""
-    from mesh_t5 import network
-
-    shapes = jax.eval_shape(lambda key: network.init_params(config, key), jax.random.PRNGKey(0))
-    return shapes, network.param_axes(config)
-
-
-def abstract_optimizer_state(params: Any) -> Any:
-    """The ShapeDtypeStructs of T5's Adafactor state for these parameters (jax.eval_shape)."""
-    try:
-        from mesh_t5.optim import make_optimizer
-
-        optimizer = make_optimizer()
-    except ImportError:  # optim.py not present: the same settings straight from optax
-        import optax
-
-        optimizer = optax.adafactor(learning_rate=None, decay_rate=0.8, clipping_threshold=1.0, eps=1e-30)
-    return jax.eval_shape(optimizer.init, params)
-
-
-def _path_name(path: Sequence[Any]) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 @dataclasses.dataclass
 class MemoryPlan:
     """The result of `plan_memory`: bytes in total and per device, and the biggest shards."""
@@ -274,8 +248,8 @@ def plan_memory(
     """Plans per-device memory of a training step of `config` on `mesh_shape`, from shapes only."""
     layout = layouts.make_abstract_layout(mesh_shape, layout_rules)
     layouts.validate(layout, config, batch_size)
-    params, axes = abstract_params(config)
-    opt_state = abstract_optimizer_state(params)
+    params, axes = network.param_shapes(config), network.param_axes(config)
+    opt_state = jax.eval_shape(optim.make_optimizer().init, params)  # T5's Adafactor
     opt_axes = layouts.optimizer_state_axes(opt_state, params, axes)
 
     def nbytes(leaf: Any, leaf_axes: layouts.LogicalAxes, per_device: bool) -> int:
@@ -284,13 +258,18 @@ def plan_memory(
 
     def tree_bytes(tree: Any, tree_axes: Any, per_device: bool) -> int:
         leaves = jax.tree.leaves(tree)
-        leaf_axes = jax.tree.leaves(tree_axes, is_leaf=layouts._is_axes)
+        leaf_axes = jax.tree.leaves(tree_axes, is_leaf=layouts.is_axes)
         return sum(nbytes(x, a, per_device) for x, a in zip(leaves, leaf_axes, strict=True))
 
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    flat_axes = jax.tree.leaves(axes, is_leaf=layouts._is_axes)
+    flat_axes = jax.tree.leaves(axes, is_leaf=layouts.is_axes)
     shards = [
-        (_path_name(path), tuple(leaf.shape), str(layout.spec(a)), nbytes(leaf, a, True))
+        (
+            jax.tree_util.keystr(path, simple=True, separator="/"),
+            tuple(leaf.shape),
+            str(layout.spec(a)),
+            nbytes(leaf, a, True),
+        )
         for (path, leaf), a in zip(flat, flat_axes, strict=True)
     ]
     activations = {

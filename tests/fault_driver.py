@@ -23,8 +23,7 @@ jax.config.update("jax_disable_most_optimizations", True)  # tiny model: compile
 if os.environ.get("MESH_T5_NUM_PROCESSES"):  # one of several processes (one CPU device each)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
-from mesh_t5 import cli, data  # noqa: E402
-from mesh_t5 import train as train_lib  # noqa: E402
+from mesh_t5 import cli, data, steps  # noqa: E402
 from mesh_t5.data import preprocessors as pp  # noqa: E402
 from mesh_t5.vocab import ByteVocabulary  # noqa: E402
 
@@ -81,13 +80,13 @@ def main() -> int:
     register()
     delay = float(os.environ.get("FAULT_DRIVER_STEP_SECONDS", "0"))
     if delay:
-        to_device = train_lib.to_device
+        to_device = steps.to_device
 
         def slow_to_device(batch, layout):
             time.sleep(delay)
             return to_device(batch, layout)
 
-        train_lib.to_device = slow_to_device
+        steps.to_device = slow_to_device
     if os.environ.get("FAULT_DRIVER_ENOSPC"):
         inject_disk_full()
     return cli.main(argv(sys.argv[1], int(sys.argv[2]), *sys.argv[3:]))

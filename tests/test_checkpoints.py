@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mesh_t5 import checkpoints, network, optim, train
+from mesh_t5 import checkpoints, network, optim, steps
 from mesh_t5.config import T5Config
 
 TINY = T5Config(
@@ -35,7 +35,7 @@ def assert_trees_equal(a, b):
 @pytest.fixture(scope="module")
 def state():
     optimizer = optim.make_optimizer()
-    return jax.device_get(train.init_state(TINY, optimizer, jax.random.key(1)))
+    return jax.device_get(steps.init_state(TINY, optimizer, jax.random.key(1)))
 
 
 def test_store_roundtrip_keeps_last_k_and_meta(tmp_path, state):
@@ -45,7 +45,7 @@ def test_store_roundtrip_keeps_last_k_and_meta(tmp_path, state):
     store.close()
     store = checkpoints.CheckpointStore(tmp_path, keep=2)
     assert store.all_steps() == [2, 3] and store.latest_step() == 3
-    abstract = train.abstract_state(TINY, optim.make_optimizer())
+    abstract = steps.abstract_state(TINY, optim.make_optimizer())
     restored, meta = store.restore(3, abstract)
     assert meta == {"data": {"position": 30}}
     assert int(restored["step"]) == 3
@@ -65,7 +65,7 @@ def test_shape_mismatch_names_parameter_and_both_shapes(tmp_path, state):
     before = listing(tmp_path)
     store = checkpoints.CheckpointStore(tmp_path)
     with pytest.raises(checkpoints.CheckpointError) as info:
-        store.restore(5, train.abstract_state(bigger, optim.make_optimizer()))
+        store.restore(5, steps.abstract_state(bigger, optim.make_optimizer()))
     store.close()
     message = str(info.value)
     assert "\n" not in message

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesh_t5 import checkpoints, cli, data, optim, train
+from mesh_t5 import checkpoints, cli, data, optim, steps
 from mesh_t5.config import T5Config
 from mesh_t5.data import metrics
 from mesh_t5.data import preprocessors as pp
@@ -64,7 +64,7 @@ def listing(root):
 
 
 def zero_state(config):
-    abstract = train.abstract_state(config, optim.make_optimizer())
+    abstract = steps.abstract_state(config, optim.make_optimizer())
     return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
 
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from mock_tfds import mock_tfds, train_tiny_vocab
 
-from mesh_t5 import checkpoints, cli, data, experiments, finetuning, gin_utils, layouts, optim
-from mesh_t5 import train as train_lib
+from mesh_t5 import checkpoints, cli, data, experiments, finetuning, gin_utils, layouts, optim, steps
 from mesh_t5.commands import train as train_command
 from mesh_t5.config import T5Config
 from mesh_t5.data import preprocessors as pp
@@ -316,14 +315,18 @@ def test_adapter_row_pretrains_then_finetunes_on_a_tiny_override(tmp_path, capsy
     assert "step 2, loss" in err, err
     config = checkpoints.read_config(fine)
     assert config.adapter_dim == 32 and checkpoints.read_config(pre).adapter_dim == 0
-    abstract = train_lib.abstract_state(config, optim.make_optimizer())["params"]
+    abstract = steps.abstract_state(config, optim.make_optimizer())["params"]
     tuned, step, _ = checkpoints.load_params(fine, abstract)
     loaded, _, _ = checkpoints.load_params(pre, abstract, new_adapters=lambda: abstract)
     assert step == 2
     flat_tuned = {
-        checkpoints._path_name(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tuned)[0]
+        jax.tree_util.keystr(p, simple=True, separator="/"): np.asarray(v)
+        for p, v in jax.tree_util.tree_flatten_with_path(tuned)[0]
     }
-    flat_pre = {checkpoints._path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]}
+    flat_pre = {
+        jax.tree_util.keystr(p, simple=True, separator="/"): v
+        for p, v in jax.tree_util.tree_flatten_with_path(loaded)[0]
+    }
     frozen = [n for n in flat_tuned if "adapter" not in n and not n.endswith("norm/scale")]
     assert len(frozen) > 10 and any("adapter" in n for n in flat_tuned)
     for name in frozen:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mesh_t5 import checkpoints, optim, train
+from mesh_t5 import checkpoints, optim, steps, train
 from mesh_t5.config import get_model_config
 from mesh_t5.errors import UserError
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 import fault_driver  # noqa: E402
 
 CONFIG = get_model_config("tiny")  # = models/tiny.gin, what fault_driver.py trains
-ABSTRACT = train.abstract_state(CONFIG, optim.make_optimizer())
+ABSTRACT = steps.abstract_state(CONFIG, optim.make_optimizer())
 
 
 PROGRESS = ("compiled ", "step ", "saved ", "restored ", "removed ")  # mesh_t5's own progress lines

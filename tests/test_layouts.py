@@ -133,7 +133,7 @@ def test_adafactor_factored_slots_drop_the_reduced_axis():
     assert factored.v["mlp"]["wi"] == (None,)
     # Every axes tuple has the rank of its slot.
     ranks = jax.tree.map(lambda s: len(s.shape), state)
-    assert jax.tree.leaves(ranks) == [len(a) for a in jax.tree.leaves(state_axes, is_leaf=layouts._is_axes)]
+    assert jax.tree.leaves(ranks) == [len(a) for a in jax.tree.leaves(state_axes, is_leaf=layouts.is_axes)]
 
 
 def test_adam_slots_take_the_parameter_axes_and_shardings_build():
@@ -142,7 +142,7 @@ def test_adam_slots_take_the_parameter_axes_and_shardings_build():
     state_axes = layouts.optimizer_state_axes(state, params, axes)
     assert state_axes[0].mu == axes and state_axes[0].nu == axes
     layout = layouts.make_layout("data:1,model:1")
-    shardings = layouts.optimizer_state_shardings(layout, state, params, axes)
+    shardings = layout.tree_shardings(layouts.optimizer_state_axes(state, params, axes))
     assert jax.tree.structure(shardings) == jax.tree.structure(state)
 
 

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from mesh_t5 import checkpoints, data, inference, optim, train
+from mesh_t5 import checkpoints, data, inference, optim, steps, train
 from mesh_t5.config import T5Config
 from mesh_t5.data import metrics
 from mesh_t5.data import preprocessors as pp
@@ -97,7 +97,7 @@ def test_interrupted_run_resumes_bitwise(tmp_path):
         checkpoints.CheckpointStore(tmp_path / "whole"),
         checkpoints.CheckpointStore(tmp_path / "split"),
     )
-    abstract = train.abstract_state(config, optim.make_optimizer())
+    abstract = steps.abstract_state(config, optim.make_optimizer())
     _, meta_a = store_a.restore(10, abstract)
     _, meta_b = store_b.restore(10, abstract)
     assert meta_a["data"] == meta_b["data"]

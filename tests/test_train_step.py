@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mesh_t5 import finetuning, optim, train
+from mesh_t5 import finetuning, optim, steps
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -39,12 +39,12 @@ LR = optim.constant_schedule(1e-2)  # one object, so equal settings share a comp
 @functools.cache
 def initial_params(config):
     # Params depend only on the shapes: dropout and dtype variants share one compiled init.
-    return jax.device_get(train.init_state(config, OPTIMIZER, jax.random.key(0))["params"])
+    return jax.device_get(steps.init_state(config, OPTIMIZER, jax.random.key(0))["params"])
 
 
 @functools.cache
 def step_function(config, settings):
-    return train.make_train_step(config, OPTIMIZER, settings)
+    return steps.make_train_step(config, OPTIMIZER, settings)
 
 
 def fresh_state(config):
@@ -111,7 +111,7 @@ def test_unknown_optimizer_is_one_line():
 
 
 def test_loss_falls_when_memorising_one_batch():
-    settings = train.StepSettings(learning_rate=LR)
+    settings = steps.StepSettings(learning_rate=LR)
     _, history = run(TINY, settings, steps=30)
     # Untied logits start with std ~1 (T5 init), so the first loss is a little above log(V).
     assert np.log(TINY.vocab_size) < history[0]["loss"] < np.log(TINY.vocab_size) + 1.5
@@ -121,45 +121,45 @@ def test_loss_falls_when_memorising_one_batch():
 
 
 def test_microbatches_match_one_batch():
-    base = train.StepSettings(learning_rate=LR)
+    base = steps.StepSettings(learning_rate=LR)
     one, h1 = run(TINY, base, steps=2)
-    two, h2 = run(TINY, train.StepSettings(learning_rate=LR, num_microbatches=2), steps=2)
+    two, h2 = run(TINY, steps.StepSettings(learning_rate=LR, num_microbatches=2), steps=2)
     np.testing.assert_allclose(h1[-1]["loss"], h2[-1]["loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(one["params"]), jax.tree.leaves(two["params"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_constant_loss_normalizer_divides_the_sum():
-    _, h_tokens = run(TINY, train.StepSettings(learning_rate=LR), steps=1)
-    _, h_const = run(TINY, train.StepSettings(learning_rate=LR, loss_normalizer=1000.0), steps=1)
+    _, h_tokens = run(TINY, steps.StepSettings(learning_rate=LR), steps=1)
+    _, h_const = run(TINY, steps.StepSettings(learning_rate=LR, loss_normalizer=1000.0), steps=1)
     loss_sum = h_tokens[0]["loss"] * h_tokens[0]["tokens"]
     assert h_const[0]["loss"] == pytest.approx(loss_sum / 1000.0, rel=1e-5)
 
 
 def test_dropout_depends_on_seed_and_step_only():
     config = TINY.replace(dropout_rate=0.3)
-    settings = train.StepSettings(learning_rate=LR, seed=7)
+    settings = steps.StepSettings(learning_rate=LR, seed=7)
     _, ha = run(config, settings, steps=2)
     _, hb = run(config, settings, steps=2)
     assert ha[-1]["loss"] == hb[-1]["loss"]  # same seed and steps: the same masks
     assert ha[0]["loss"] != ha[1]["loss"]
-    no_dropout = run(TINY, train.StepSettings(learning_rate=LR), steps=1)[1][0]["loss"]
+    no_dropout = run(TINY, steps.StepSettings(learning_rate=LR), steps=1)[1][0]["loss"]
     assert ha[0]["loss"] != no_dropout
 
 
 def test_bfloat16_activations_keep_float32_loss_and_params():
-    state, history = run(TINY.replace(dtype="bfloat16"), train.StepSettings(learning_rate=LR), steps=2)
+    state, history = run(TINY.replace(dtype="bfloat16"), steps.StepSettings(learning_rate=LR), steps=2)
     assert history[-1]["loss"].dtype == np.float32 and np.isfinite(history[-1]["loss"])
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
 
 
 def test_bad_settings_are_one_line():
     with pytest.raises(UserError, match="num_microbatches=3 must be >= 1 and divide batch_size=4"):
-        train.check_settings(train.StepSettings(num_microbatches=3), TINY, 4)
+        steps.check_settings(steps.StepSettings(num_microbatches=3), TINY, 4)
     with pytest.raises(UserError, match="needs T5Config.adapter_dim > 0"):
-        train.check_settings(train.StepSettings(finetune_method="adapters"), TINY, 4)
+        steps.check_settings(steps.StepSettings(finetune_method="adapters"), TINY, 4)
     with pytest.raises(UserError, match="loss_normalizer='mean'"):
-        train.check_settings(train.StepSettings(loss_normalizer="mean"), TINY, 4)
+        steps.check_settings(steps.StepSettings(loss_normalizer="mean"), TINY, 4)
 
 
 # ------------------------------------------------------------------------------ fine-tuning
@@ -177,7 +177,7 @@ def _changed(before, after):
 def test_adapters_train_only_adapters_and_norms():
     config = TINY.replace(adapter_dim=8)
     before = initial_params(config)
-    after, _ = run(config, train.StepSettings(finetune_method="adapters", learning_rate=LR))
+    after, _ = run(config, steps.StepSettings(finetune_method="adapters", learning_rate=LR))
     changed = _changed(before, jax.device_get(after["params"]))
     for name, diff in changed.items():
         trains = "adapter" in name.split("/") or any(p.endswith("norm") for p in name.split("/"))
@@ -189,7 +189,7 @@ def test_adapters_train_only_adapters_and_norms():
 
 
 def test_gradual_unfreezing_keeps_lower_layers_bitwise_until_their_stage():
-    settings = train.StepSettings(finetune_method="gradual_unfreezing", unfreeze_every=2, learning_rate=LR)
+    settings = steps.StepSettings(finetune_method="gradual_unfreezing", unfreeze_every=2, learning_rate=LR)
     state = fresh_state(TINY)
     step_fn = step_function(TINY, settings)
     batch = make_batch()

@@ -15,12 +15,12 @@ import gin
 import jax
 
 from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network, validate
-from mesh_t5 import train as train_lib
 from mesh_t5.commands.ensemble import split_checkpoints
 from mesh_t5.commands.train import call, configure, parse_args
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.logging_utils import MetricWriter
+from mesh_t5.steps import make_eval_step
 
 REQUIRED_MACROS = ("CHECKPOINT_PATH", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "BATCH_SIZE")
 RESULTS_FILE = "eval_results.jsonl"  # one JSON object per evaluated step, beside the TensorBoard events
@@ -55,7 +55,7 @@ def _checkpoint_dirs(path: Path, steps: str | Sequence[int]) -> list[tuple[int, 
     root = path / checkpoints.CHECKPOINTS_DIR
     if not root.is_dir():
         return [(-1, path)]
-    available = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+    available = checkpoints.checkpoint_steps(root)
     if not available:
         raise UserError(f"{path} has no checkpoints yet (checkpoints/ is empty)")
     if steps == "latest":
@@ -131,7 +131,7 @@ def evaluate_checkpoints(
             )
     eval_dir = output_dir or str((config_dir if config_dir != path.parent.parent else path) / "eval")
     validate.output_dir(eval_dir, "evaluate_checkpoints.output_dir", empty=False)
-    tasks = evaluation._tasks_of(mixture_or_task_name)
+    tasks = evaluation.member_tasks(mixture_or_task_name)
     validate.feature_lengths_fit(task_feature_lengths, tasks)
     validate.task_vocabularies_fit(tasks, config.vocab_size)
     layout = (
@@ -140,9 +140,9 @@ def evaluate_checkpoints(
         else None
     )
     shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
-    abstract = jax.eval_shape(lambda: network.init_params(config, jax.random.key(0)))
+    abstract = network.param_shapes(config)
     chosen = _checkpoint_dirs(path, steps)
-    eval_step_fn = train_lib.make_eval_step(config, layout)
+    eval_step_fn = make_eval_step(config, layout)
     others = [
         checkpoints.load_params(_checkpoint_dirs(p, "latest")[-1][1], abstract, shardings)[0]
         for p in paths[1:]

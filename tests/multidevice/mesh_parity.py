@@ -22,7 +22,7 @@ import sys
 import jax
 import numpy as np
 
-from mesh_t5 import inference, layouts, network, optim, train
+from mesh_t5 import inference, layouts, network, optim, steps
 from mesh_t5.config import T5Config
 
 # Compile time dominates on a tiny model: skip most XLA optimisations (both sides alike).
@@ -56,15 +56,15 @@ def make_batch(
 
 
 def loss_fn(params, batch):
-    loss_sum, stats = train.loss_and_stats(params, batch, CONFIG)
+    loss_sum, stats = steps.loss_and_stats(params, batch, CONFIG)
     return loss_sum / stats["weight_sum"]
 
 
 def run(layout: layouts.Layout | None, optimizer, batch_np):
     """Returns numpy results of: init, loss + grads, one train step, greedy decode."""
-    settings = train.StepSettings(z_loss=0.0)
-    state = train.init_state(CONFIG, optimizer, jax.random.key(0), layout)
-    batch = train.to_device(batch_np, layout)
+    settings = steps.StepSettings(z_loss=0.0)
+    state = steps.init_state(CONFIG, optimizer, jax.random.key(0), layout)
+    batch = steps.to_device(batch_np, layout)
 
     def traced(fn):
         def inner(*args):
@@ -102,7 +102,7 @@ def run(layout: layouts.Layout | None, optimizer, batch_np):
             for p, x in jax.tree_util.tree_flatten_with_path(state["opt_state"])[0]
         },
     }
-    step_fn = train.make_train_step(CONFIG, optimizer, settings, layout)
+    step_fn = steps.make_train_step(CONFIG, optimizer, settings, layout)
     new_state, metrics = step_fn(state, batch)
     return {
         "loss": float(loss),
@@ -134,7 +134,7 @@ def checkpoint_roundtrip(optimizer, state, tmpdir: str) -> dict:
     store.wait()
     target = layouts.make_layout("data:8")
     restored, meta = store.restore(
-        1, train.abstract_state(CONFIG, optimizer), train.state_shardings(CONFIG, optimizer, target)
+        1, steps.abstract_state(CONFIG, optimizer), steps.state_shardings(CONFIG, optimizer, target)
     )
     store.close()
     wi = restored["params"]["encoder"]["layers"]["mlp"]["wi_0"]
@@ -169,10 +169,11 @@ def main(out_path: str, tmpdir: str) -> None:
         if mesh == "data:2,model:4":
             saved = got["state"]
     # Parameters born sharded equal the single-device init (partitionable threefry).
-    sharded = layouts.init_sharded_params(CONFIG, jax.random.key(7), layouts.make_layout("data:2,model:4"))
-    results["init_sharded_diff"] = max_diff(
-        sharded, jax.jit(functools.partial(network.init_params, CONFIG))(jax.random.key(7))
+    init = functools.partial(network.init_params, CONFIG)
+    sharded = layouts.init_sharded(
+        init, network.param_axes(CONFIG), layouts.make_layout("data:2,model:4"), jax.random.key(7)
     )
+    results["init_sharded_diff"] = max_diff(sharded, jax.jit(init)(jax.random.key(7)))
     results["checkpoint"] = checkpoint_roundtrip(optimizer, saved, tmpdir)
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1)

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_disable_most_optimizations", True)  # tiny model: compile time dominates
 jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process collectives on CPU
 
-from mesh_t5 import distributed, layouts, optim, train  # noqa: E402
+from mesh_t5 import distributed, layouts, optim, steps  # noqa: E402
 from mesh_t5.config import T5Config  # noqa: E402
 
 CONFIG = T5Config(
@@ -58,13 +58,13 @@ def main(out_path: str) -> None:
     layout = layouts.make_layout("data:2,model:2") if MULTI else None
     index, count = layouts.process_batch_shard(layout) if MULTI else (0, 1)
     optimizer = optim.make_optimizer(min_dim_size_to_factor=32)
-    state = train.init_state(CONFIG, optimizer, jax.random.key(0), layout)
-    step_fn = train.make_train_step(CONFIG, optimizer, train.StepSettings(z_loss=0.0), layout)
+    state = steps.init_state(CONFIG, optimizer, jax.random.key(0), layout)
+    step_fn = steps.make_train_step(CONFIG, optimizer, steps.StepSettings(z_loss=0.0), layout)
     losses = []
     for step in range(STEPS):
         rows = GLOBAL_BATCH // count  # this process's slice of the global batch
         local = {k: v[index * rows : (index + 1) * rows] for k, v in global_batch(step).items()}
-        state, metrics = step_fn(state, train.to_device(local, layout))
+        state, metrics = step_fn(state, steps.to_device(local, layout))
         losses.append(float(metrics["loss"]))
     # Gather the (sharded) parameters to every process to compare them whole.
     params = jax.jit(lambda p: p, out_shardings=layout.replicated if MULTI else None)(state["params"])
