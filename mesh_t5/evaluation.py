@@ -11,7 +11,7 @@ import numpy as np
 
 from mesh_t5 import data, inference, layouts
 from mesh_t5 import train as train_lib  # module import: train imports this module too
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.data.benchmark_scores import benchmark_averages
 
 Batch = Mapping[str, Any]
@@ -123,7 +123,7 @@ def evaluate_decoded(
         members = params if isinstance(params, list) else [params]  # a list: an ensemble
         decoded = np.asarray(
             inference.generate_tokens_and_scores(
-                config, members, tokens, max_decode_length=targets_len, beam_size=beam_size
+                config, members, tokens, DecodeOptions(max_decode_length=targets_len, beam_size=beam_size)
             )[0]
         )  # [B, L]
         for row, example in enumerate(chunk):

@@ -70,8 +70,7 @@ def _gin_config_fields() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str]) -> int:
-    rest, bindings = gin_utils.split_gin_bindings(argv)
-    args = build_parser().parse_args(rest)
+    args, bindings = gin_utils.parse_flags(build_parser(), argv)
     validate.output_dir(args.output_dir, "--output_dir")
     if args.vocab is not None:
         validate.input_file(args.vocab, "--vocab", "pass a SentencePiece .model file")
@@ -89,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
             raise UserError(
                 "--gin_file / --gin.* apply to Mesh-TF checkpoints only; HF and mesh_t5 dirs carry their config"
             )
-        gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
+        gin_utils.configure(args, bindings, finalize=False)
         config_fields = _gin_config_fields()
 
     from mesh_t5.model import T5Model
