@@ -206,7 +206,7 @@ class DecodeOptions:
     """
 
     max_decode_length: int = option(64, "tokens to decode at most (default 64)")
-    beam_size: int = option(1, "beam search with this many beams; 1 = greedy or sampling (default 1)")
+    beam_size: int = option(1, "beam search with this many beams; 1 = no beam search (default 1)")
     alpha: float = option(0.6, "beam search length penalty exponent, ((5 + len) / 6) ** alpha (default 0.6)")
     temperature: float = option(0.0, "sample at this temperature; 0 = greedy (default 0)")
     top_k: int = option(0, "sample from the k most likely tokens only (default 0: all)")

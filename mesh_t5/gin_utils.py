@@ -205,14 +205,6 @@ def query_macro(name: str, required: bool = True) -> object:
         return None
 
 
-def get_bound(name: str, default: object = None) -> object:
-    """The value of `Configurable.param` if bound, else default."""
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        return default
-
-
 # ------------------------------------------------------------------------------------------ commands
 # `args, bindings = parse_flags(parser, argv)`; `wrapped = configure(args, bindings, CONFIGURABLES)`;
 # `call(wrapped[name], **flags)`: flags win over gin bindings, which win over defaults.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import gin
 
 from mesh_t5 import gin_utils, validate
 from mesh_t5.errors import UserError
@@ -57,18 +58,6 @@ def detect_source(path: str) -> str:
     return "mesh_t5"
 
 
-def _gin_config_fields() -> dict[str, Any]:
-    """Returns the T5Config fields the parsed gin files and flags bind explicitly."""
-    from mesh_t5.config import T5Config
-
-    fields = {}
-    for field in dataclasses.fields(T5Config):
-        value = gin_utils.get_bound(f"T5Config.{field.name}", default=dataclasses.MISSING)
-        if value is not dataclasses.MISSING:
-            fields[field.name] = value
-    return fields
-
-
 def main(argv: Sequence[str]) -> int:
     args, bindings = gin_utils.parse_flags(build_parser(), argv)
     validate.output_dir(args.output_dir, "--output_dir")
@@ -89,7 +78,7 @@ def main(argv: Sequence[str]) -> int:
                 "--gin_file / --gin.* apply to Mesh-TF checkpoints only; HF and mesh_t5 dirs carry their config"
             )
         gin_utils.configure(args, bindings, finalize=False)
-        config_fields = _gin_config_fields()
+        config_fields = gin.get_bindings("T5Config")  # the fields the gin files and flags bind
 
     from mesh_t5.model import T5Model
 
