@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -404,6 +405,30 @@ def test_predict_task_split(tmp_path, checkpoint):
 def test_settings_flags_over_gin_over_defaults():
     s = infer.resolve_settings(["--gin.infer.beam_size=3", "--gin.infer.alpha=0.9", "--alpha=0.5"])
     assert (s.beam_size, s.alpha, s.top_k) == (3, 0.5, 0)
+
+
+def test_flags_are_the_settings_fields():
+    argv = ["--checkpoint=a", "--checkpoint=b,c", "--limit=2", "--overwrite", "--top_p=0.5", "--seed=3"]
+    s = infer.resolve_settings(argv)
+    assert (s.checkpoint, s.limit, s.overwrite, s.mode, s.top_p, s.seed) == (
+        ["a", "b,c"],
+        2,
+        True,
+        "predict",
+        0.5,
+        3,
+    )
+    assert s.decode_options() == DecodeOptions(top_p=0.5, seed=3)
+
+
+def test_one_jitted_decode_serves_every_seed(models):
+    config, params = models["encoder_decoder"]
+    inputs = _inputs(np.random.default_rng(7), [3], width=4, vocab=config.vocab_size)
+    options = DecodeOptions(max_decode_length=3, temperature=1.0)
+    inference.generate_tokens(config, params, inputs, options)
+    count = len(inference._JITTED)
+    inference.generate_tokens(config, params, inputs, dataclasses.replace(options, seed=7))
+    assert len(inference._JITTED) == count
 
 
 @pytest.mark.parametrize(
