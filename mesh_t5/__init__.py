@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mesh_t5.config import MODEL_SIZES, T5Config, get_model_config
+from mesh_t5.config import MODEL_SIZES, DecodeOptions, T5Config, get_model_config
 from mesh_t5.errors import UserError
 
 __version__ = "0.1.0"
@@ -49,6 +49,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "MODEL_SIZES",
+    "DecodeOptions",
     "MixtureRegistry",
     "T5Config",
     "T5Model",

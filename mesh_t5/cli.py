@@ -59,8 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import gin
 
-        # Importing a command registers its gin configurables; an earlier command in this process
-        # (the demo, tests) may have finalized, and so locked, the config.
+        # Importing a command may register gin configurables (gin_utils: T5Config); an earlier command in
+        # this process (the demo, tests) may have finalized, and so locked, the config.
         with gin.unlock_config():
             module = importlib.import_module(f"mesh_t5.commands.{name}")
     except ModuleNotFoundError as e:

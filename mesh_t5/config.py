@@ -1,4 +1,4 @@
-"""T5Config: the hyper-parameters of one T5-family network, and the named sizes of the paper."""
+"""T5Config: the hyper-parameters of one T5-family network, and the paper's named sizes; DecodeOptions."""
 
 from __future__ import annotations
 
@@ -189,3 +189,42 @@ def get_model_config(name: str) -> T5Config:
         return MODEL_SIZES[name]
     except KeyError:
         raise ConfigError(f"unknown model size {name!r}; pick one of {', '.join(MODEL_SIZES)}") from None
+
+
+def option(default: Any, help: str, **flag: Any) -> Any:
+    """A dataclass field carrying its command-line help (and argparse keywords, `flag`): a settings type
+    declares each option once and a command derives its flags from the fields (gin_utils.add_field_flags)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode: greedy (the default), beam search (beam_size > 1) or sampling (temperature > 0).
+
+    Taken by `T5Model.generate*`, `mesh_t5.inference`, the SavedModel export and `mesh-t5 infer` (whose
+    flags these fields are). Constructing one checks every field: a bad one is a one-line UserError.
+    """
+
+    max_decode_length: int = option(64, "tokens to decode at most (default 64)")
+    beam_size: int = option(1, "beam search with this many beams; 1 = no beam search (default 1)")
+    alpha: float = option(0.6, "beam search length penalty exponent, ((5 + len) / 6) ** alpha (default 0.6)")
+    temperature: float = option(0.0, "sample at this temperature; 0 = greedy (default 0)")
+    top_k: int = option(0, "sample from the k most likely tokens only (default 0: all)")
+    top_p: float = option(1.0, "sample from the smallest set of probability >= p (default 1: all)")
+    seed: int = option(0, "sampling seed (default 0)")
+
+    def __post_init__(self) -> None:
+        from mesh_t5 import validate  # imports numpy: not on `import mesh_t5`
+
+        validate.integer(self.max_decode_length, "max_decode_length")
+        validate.integer(self.beam_size, "beam_size")
+        validate.number(self.alpha, "alpha", minimum=0)
+        validate.number(self.temperature, "temperature", minimum=0)
+        validate.integer(self.top_k, "top_k", minimum=0)
+        validate.number(self.top_p, "top_p", 0, 1, open_min=True)
+        validate.integer(self.seed, "seed", minimum=0)
+        if self.beam_size > 1 and self.temperature > 0:
+            raise UserError(
+                f"temperature={self.temperature} samples, beam_size={self.beam_size} searches; "
+                "set one of them aside"
+            )

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from mesh_t5 import data, inference, layouts, steps
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.data.benchmark_scores import benchmark_averages
 
 Batch = Mapping[str, Any]
@@ -109,7 +109,7 @@ def evaluate_decoded(
         members = params if isinstance(params, list) else [params]  # a list: an ensemble
         decoded = np.asarray(
             inference.generate_tokens_and_scores(
-                config, members, tokens, max_decode_length=targets_len, beam_size=beam_size
+                config, members, tokens, DecodeOptions(max_decode_length=targets_len, beam_size=beam_size)
             )[0]
         )  # [B, L]
         for row, example in enumerate(chunk):

@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh_t5 import inference, validate
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.errors import UserError
-from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary, load_vocabulary
+from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary, Vocabulary
 
 EOS_ID = 1
 PAD_ID = 0
@@ -54,7 +54,7 @@ def _members(params: Any) -> tuple[Any, ...]:
     return (params,)
 
 
-def make_decode_fn(config: T5Config, *, beam_size: int = 1, max_decode_length: int = 64, alpha: float = 0.6):
+def make_decode_fn(config: T5Config, options: DecodeOptions = inference.GREEDY):
     """Returns fn(params, encoder_input_tokens [B, S] int32) -> (tokens [B, L] int32, scores [B] float32).
 
     The very function `inference.generate` runs (greedy for beam_size=1, else the best beam), so
@@ -62,10 +62,8 @@ def make_decode_fn(config: T5Config, *, beam_size: int = 1, max_decode_length: i
     """
 
     def decode(params: Any, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return inference._decode(
-            _members(params), tokens, jax.random.PRNGKey(0), config=config, max_decode_length=max_decode_length,
-            beam_size=beam_size, alpha=alpha, temperature=0.0, top_k=0, top_p=1.0,
-        )  # fmt: skip
+        rng = jax.random.PRNGKey(options.seed)  # unused: an export decodes greedily or by beam search
+        return inference.decode(_members(params), tokens, rng, config=config, options=options)
 
     return decode
 
@@ -75,26 +73,14 @@ def make_score_fn(config: T5Config):
 
     def score(params: Any, inputs: jax.Array, targets: jax.Array) -> jax.Array:
         members = _members(params)
-        return inference._score(members if len(members) > 1 else members[0], inputs, targets, config=config)
+        return inference.log_likelihood(
+            members if len(members) > 1 else members[0], inputs, targets, config=config
+        )
 
     return score
 
 
 # ----------------------------------------------------------------------------- the vocabulary
-
-
-def model_vocabulary(model: Any) -> Vocabulary:
-    """Returns the model's vocabulary: its `vocabulary` attribute, else one read from `vocab_path`."""
-    vocab = getattr(model, "vocabulary", None) or getattr(model, "vocab", None)
-    if isinstance(vocab, Vocabulary):
-        return vocab
-    path = getattr(model, "vocab_path", None)
-    if not path:
-        raise ExportError(
-            "the model has no vocabulary (no vocab/ file in a mesh_t5 dir, no spiece.model in a Hugging Face dir); "
-            "add the SentencePiece model there or pass vocabulary="
-        )
-    return load_vocabulary(path)
 
 
 class _TextOps:
@@ -223,12 +209,13 @@ def check_output_dir(path: str) -> None:
         raise ExportError(str(e)) from None
 
 
-def check_arguments(
-    beam_size: int, max_decode_length: int, max_input_length: int, alpha: float, platforms: Any
-) -> tuple[str, ...] | None:
+def check_arguments(options: DecodeOptions, max_input_length: int, platforms: Any) -> tuple[str, ...] | None:
     """Raises ExportError for settings no export can use; returns the platforms as a tuple (or None)."""
     try:
-        validate.decode_options(max_decode_length, beam_size, alpha, 0.0, 0, 1.0)
+        if options.temperature > 0:
+            raise UserError(
+                f"temperature={options.temperature}: an export decodes greedily or by beam search"
+            )
         validate.integer(max_input_length, "max_input_length", minimum=2)
         if platforms is None:
             return None
@@ -243,18 +230,13 @@ def check_arguments(
 
 
 def export_saved_model(
-    model: Any,
-    path: str | os.PathLike,
-    beam_size: int = 1,
-    max_decode_length: int = 64,
-    max_input_length: int = 512,
-    alpha: float = 0.6,
-    vocabulary: Vocabulary | None = None,
-    platforms: Sequence[str] | None = None,
+    model: Any, path: str | os.PathLike, options: DecodeOptions = inference.GREEDY, *,
+    max_input_length: int = 512, vocabulary: Vocabulary | None = None, platforms: Sequence[str] | None = None,
     ensemble: Sequence[Any] = (),
-) -> str:
-    """Writes a TF SavedModel of `model` (anything with .config, .params, .vocab_path) and returns its path.
+) -> str:  # fmt: skip
+    """Writes a TF SavedModel of `model` (a T5Model) and returns its path.
 
+    It decodes as `options` say (greedy or beam search), inputs cut to max_input_length tokens with EOS.
     `ensemble`: more models of the same config; the SavedModel then decodes and scores with the mean of
     all members' per-token log-probabilities (the paper's ensembles, Table 13).
 
@@ -263,9 +245,9 @@ def export_saved_model(
     """
     path = os.fspath(path)
     check_output_dir(path)
-    platforms = check_arguments(beam_size, max_decode_length, max_input_length, alpha, platforms)
+    platforms = check_arguments(options, max_input_length, platforms)
     config: T5Config = model.config
-    vocab = vocabulary or model_vocabulary(model)
+    vocab = vocabulary or model.get_vocabulary()
     try:
         validate.vocabulary_fits(vocab, config.vocab_size, "the vocabulary")
     except UserError as e:
@@ -288,7 +270,7 @@ def export_saved_model(
         with_gradient=False, native_serialization_platforms=tuple(platforms) if platforms else None
     )
     decode_tf = jax2tf.convert(
-        make_decode_fn(config, beam_size=beam_size, max_decode_length=max_decode_length, alpha=alpha),
+        make_decode_fn(config, options),
         polymorphic_shapes=[None, "(b, _)"],
         **convert,
     )
@@ -317,7 +299,7 @@ def export_saved_model(
             "scores": score_tf(
                 module.params,
                 text.tokenize(inputs, max_input_length),
-                text.tokenize(targets, max_decode_length),
+                text.tokenize(targets, options.max_decode_length),
             )
         }
 

@@ -1,22 +1,26 @@
-"""Gin at the edges: the `--gin_file`, `--gin.NAME=VALUE` and `--gin_search_paths` flags.
+"""Gin at the edges: the `--gin_file`, `--gin.NAME=VALUE` and `--gin_search_paths` flags, and how every
+command wires them (the last section).
 
-Library functions stay plain Python; command modules register the ones they expose
-with `gin.external_configurable` and call `parse_gin` once, before running.
+Library functions stay plain Python; a command names the ones it exposes in its `CONFIGURABLES`
+({gin name: function}), which `configure` registers with `gin.external_configurable` before parsing.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
 import tokenize
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import gin
 from gin import config_parser
 
+from mesh_t5 import validate
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 
@@ -201,9 +205,100 @@ def query_macro(name: str, required: bool = True) -> object:
         return None
 
 
-def get_bound(name: str, default: object = None) -> object:
-    """The value of `Configurable.param` if bound, else default."""
+# ------------------------------------------------------------------------------------------ commands
+# `args, bindings = parse_flags(parser, argv)`; `wrapped = configure(args, bindings, CONFIGURABLES)`;
+# `call(wrapped[name], **flags)`: flags win over gin bindings, which win over defaults.
+
+_REGISTERED: dict[str, Any] = {}
+
+
+def register(configurables: Mapping[str, Any]) -> dict[str, Any]:
+    """Returns {name: gin-wrapped fn} for {name: fn}, registering each with gin once per process."""
+    with gin.unlock_config():  # an earlier command in this process may have finalized (locked) the config
+        for name, fn in configurables.items():
+            if name not in _REGISTERED:
+                _REGISTERED[name] = gin.external_configurable(fn, name)
+    return {name: _REGISTERED[name] for name in configurables}
+
+
+def add_field_flags(parser: argparse.ArgumentParser, cls: Any, names: Sequence[str] | None = None) -> None:
+    """Adds --NAME per field of dataclass `cls` (those in `names`, if given) declared with `config.option`:
+    its help, the type of its default (a bool default is a switch) and any argparse keywords it names.
+    Flags default to None, so one left out leaves the gin binding or the field's default in force."""
+    for field in dataclasses.fields(cls):
+        if names is None or field.name in names:
+            kind = type(field.default)
+            flag = (
+                {"action": "store_true"} if kind is bool else {"type": str if field.default is None else kind}
+            )
+            flag.update(field.metadata["flag"])
+            parser.add_argument(f"--{field.name}", default=None, help=field.metadata["help"], **flag)
+
+
+def flag_values(args: argparse.Namespace, cls: Any) -> dict[str, Any]:
+    """Returns {field: value} of the flags `add_field_flags` added for `cls` that the command line set."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Returns (the parsed flags, ["NAME = VALUE", ...]); `--gin.NAME=VALUE` flags are taken out first."""
+    rest, bindings = split_gin_bindings(argv)
+    return parser.parse_args(rest), bindings
+
+
+def parse_gin_flags(
+    prog: str, help_text: str, argv: Sequence[str], gin_file_required: bool = True
+) -> tuple[argparse.Namespace, list[str]]:
+    """As `parse_flags`, for a command configured by gin alone (train, eval): a flag other than
+    --gin_file, --gin_search_paths and --gin.NAME=VALUE is refused by name."""
+    rest, bindings = split_gin_bindings(argv)
+    parser = validate.ArgumentParser(
+        prog=prog, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_gin_flags(parser)
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+        raise UserError(
+            f"unknown flag {unknown[0]!r}; use --gin_file, --gin_search_paths or --gin.NAME=VALUE"
+        )
+    if gin_file_required and not args.gin_file:
+        raise UserError(
+            "no --gin_file given; pass a model and a run file, e.g. "
+            "--gin_file=models/tiny.gin --gin_file=runs/pretrain.gin"
+        )
+    return args, bindings
+
+
+def configure(
+    args: argparse.Namespace,
+    bindings: Sequence[str],
+    configurables: Mapping[str, Any] | None = None,
+    required: Sequence[str] = (),
+    finalize: bool = True,
+) -> dict[str, Any]:
+    """Registers a command's configurables, parses its --gin_file and --gin.* flags into a fresh config,
+    reports a missing required macro by name, then finalizes; returns {name: gin-wrapped fn}."""
+    wrapped = register(configurables or {})
+    # Required macros are checked before finalizing: gin's own finalize error names "NAME/gin.macro".
+    parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
+    for name in required:
+        query_macro(name)
+    if finalize:
+        try:
+            gin.finalize()
+        except Exception as e:
+            raise UserError(f"gin: {_first_line(e)}") from None
+    return wrapped
+
+
+def call(configurable: Any, **kwargs: Any) -> Any:
+    """Calls a gin-wrapped function; a UserError keeps only its first line (gin appends "In call to...")."""
     try:
-        return gin.query_parameter(name)
-    except ValueError:
-        return default
+        return configurable(**kwargs)
+    except UserError as e:
+        lines = str(e).strip().splitlines()
+        raise UserError(lines[0] if lines else type(e).__name__) from None

@@ -1,8 +1,9 @@
 """Inference over a network's parameters: generate token ids or text, score targets, ensembles.
 
-Plain functions of (config, params, ...) that `T5Model` wraps. Decoding runs the cached decoder
-(`network.init_decode_cache` / `prefill` / `decode_step`) through `mesh_t5.decoding`; each
-(config, options, layout) gets one jitted function, which jit caches per input shape.
+Plain functions of (config, params, ...) that `T5Model` wraps; how to decode is one `DecodeOptions`.
+Decoding runs the cached decoder (`network.init_decode_cache` / `prefill` / `decode_step`) through
+`mesh_t5.decoding`; each (config, options, layout) gets one jitted function, which jit caches per
+input shape. `decode` and `log_likelihood` are the traced functions (the SavedModel export converts them).
 
 Decoder-only and prefix-LM models read `encoder_input_tokens` as the prompt: the decoder sequence
 is [0, prompt..., continuation...] as the feature converters build it in training, and the
@@ -11,6 +12,7 @@ returned ids are the continuation only.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -21,13 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh_t5 import decoding, layouts, network, validate
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import Vocabulary
 
 log = logging.getLogger("mesh_t5.inference")
 
 Params = Any
+GREEDY = DecodeOptions()
 
 
 # ----------------------------------------------------------------------------- traced pieces
@@ -56,24 +59,22 @@ def _start(params: Params, config: T5Config, inputs: jax.Array, max_decode_lengt
     return network.prefill(params, cache, prompt, lengths, config)
 
 
-def _decode(
+def decode(
     params_list: tuple[Params, ...],
     inputs: jax.Array,
     rng: jax.Array,
     *,
     config: T5Config,
-    max_decode_length: int,
-    beam_size: int,
-    alpha: float,
-    temperature: float,
-    top_k: int,
-    top_p: float,
+    options: DecodeOptions,
 ) -> tuple[jax.Array, jax.Array]:
-    """Returns (tokens [B, L], scores [B]) from one model, or from the ensemble of params_list."""
+    """Returns (tokens [B, L], scores [B]) decoded from inputs [B, S] by one model, or by the ensemble of
+    params_list (each token drawn from the mean of the members' log-probabilities).
+
+    Traceable; `options` is static and its seed unused (sampling draws from `rng`)."""
     caches, fns = [], []
     for params in params_list:
         params = network.unstack_decoder_layers(params, config)  # once, outside the decode loop
-        cache, start = _start(params, config, inputs, max_decode_length)
+        cache, start = _start(params, config, inputs, options.max_decode_length)
         caches.append(cache)
         fns.append(functools.partial(_step, params, config=config))
     if len(fns) == 1:
@@ -81,17 +82,23 @@ def _decode(
     else:
         fn, cache = decoding.ensemble_tokens_to_logits(fns), tuple(caches)
     common = dict(
-        batch_size=inputs.shape[0], max_decode_length=max_decode_length, start_tokens=start,
+        batch_size=inputs.shape[0], max_decode_length=options.max_decode_length, start_tokens=start,
         eos_id=config.eos_id, cache_batch_axis=network.CACHE_BATCH_AXIS,
     )  # fmt: skip
-    if beam_size > 1:
+    if options.beam_size > 1:
         tokens, scores = decoding.beam_search(
-            fn, cache, beam_size=beam_size, alpha=alpha, num_decodes=1, **common
+            fn, cache, beam_size=options.beam_size, alpha=options.alpha, num_decodes=1, **common
         )
         return tokens[:, 0], scores[:, 0]
-    if temperature > 0:
+    if options.temperature > 0:
         return decoding.temperature_sample(
-            fn, cache, rng, temperature=temperature, top_k=top_k, top_p=top_p, **common
+            fn,
+            cache,
+            rng,
+            temperature=options.temperature,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            **common,
         )
     return decoding.greedy_decode(fn, cache, **common)
 
@@ -127,59 +134,49 @@ def generate_tokens_and_scores(
     config: T5Config,
     params_list: Sequence[Params],
     encoder_input_tokens: Any,
+    options: DecodeOptions = GREEDY,
     *,
-    max_decode_length: int = 64,
-    beam_size: int = 1,
-    alpha: float = 0.6,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
     layout: layouts.Layout | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns (tokens [B, L] int32, scores [B] float32) decoded by one model or an ensemble.
 
     Scores are summed log-probabilities of the tokens up to EOS (beam search: divided by the
-    length penalty ((5 + len) / 6) ** alpha).
+    length penalty ((5 + len) / 6) ** alpha). `layout`: the `layouts.Layout` the params are laid out on.
     """
-    validate.decode_options(max_decode_length, beam_size, alpha, temperature, top_k, top_p)
+    if not isinstance(options, DecodeOptions):
+        raise validate.ArgumentTypeError(f"options must be a DecodeOptions; got {type(options).__name__}")
     if not params_list:
         raise UserError("no parameters to decode with; pass at least one set of params")
     inputs = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", config.vocab_size)  # [B, S]
-    fn = _jitted(
-        _decode, _layout_key(layout), config=config, max_decode_length=int(max_decode_length),
-        beam_size=int(beam_size), alpha=float(alpha), temperature=float(temperature), top_k=int(top_k),
-        top_p=float(top_p),
-    )  # fmt: skip
-    tokens, scores = _run(fn, layout, tuple(params_list), jnp.asarray(inputs), jax.random.key(seed))
+    # The seed enters as the traced rng: one compiled function serves every seed.
+    fn = _jitted(decode, _layout_key(layout), config=config, options=dataclasses.replace(options, seed=0))
+    tokens, scores = _run(fn, layout, tuple(params_list), jnp.asarray(inputs), jax.random.key(options.seed))
     return np.asarray(tokens, np.int32), np.asarray(scores, np.float32)
 
 
 def generate_tokens(
-    config: T5Config, params: Params, encoder_input_tokens: Any, **options: Any
+    config: T5Config,
+    params: Params,
+    encoder_input_tokens: Any,
+    options: DecodeOptions = GREEDY,
+    *,
+    layout: layouts.Layout | None = None,
 ) -> np.ndarray:
     """Returns decoded ids [B, L] int32 without the start token, PAD after EOS (top beam if beam_size > 1).
 
-    Options: max_decode_length=64, beam_size=1, alpha=0.6, temperature=0.0 (greedy), top_k=0,
-    top_p=1.0, seed=0, layout=None (a `layouts.Layout` the params are laid out on).
+    `params` may be a list of several models' params of one config: their ensemble decodes.
     """
-    return generate_tokens_and_scores(config, [params], encoder_input_tokens, **options)[0]
+    params_list = params if isinstance(params, list) else [params]
+    return generate_tokens_and_scores(config, params_list, encoder_input_tokens, options, layout=layout)[0]
 
 
-def generate_tokens_ensemble(
-    config: T5Config, params_list: Sequence[Params], encoder_input_tokens: Any, **options: Any
-) -> np.ndarray:
-    """Returns ids [B, L] decoded from the mean log-probabilities of several models of one config."""
-    return generate_tokens_and_scores(config, list(params_list), encoder_input_tokens, **options)[0]
-
-
-def _score(params: Params, inputs: jax.Array, targets: jax.Array, *, config: T5Config) -> jax.Array:
+def log_likelihood(params: Params, inputs: jax.Array, targets: jax.Array, *, config: T5Config) -> jax.Array:
     """Returns [B] summed log-probabilities of targets [B, T] up to their first EOS (else their last
     non-pad token): a PAD the model emitted mid-sequence counts, as it does in decoding's scores.
 
-    `params` may be a tuple of several models' params (an ensemble): each token's log-probability is then
-    that of the renormalised mean of the members' log-probabilities, the distribution ensemble decoding
-    (decoding.ensemble_tokens_to_logits) draws from."""
+    Traceable. `params` may be a tuple of several models' params (an ensemble): each token's log-probability
+    is then that of the renormalised mean of the members' log-probabilities, the distribution ensemble
+    decoding (decoding.ensemble_tokens_to_logits) draws from."""
     t = targets.shape[1]
     t_pos = jnp.arange(t)[None]  # [1, T]
     is_eos = targets == config.eos_id
@@ -228,13 +225,13 @@ def score_tokens(
     """Returns [B] float32 log-likelihoods of target_tokens [B, T] (with EOS, PAD-padded) given the inputs.
 
     Tokens count up to the first EOS (or the last non-pad one), so decoded outputs score as decoding did.
-    `params` may be a list of several models' params: their ensemble's log-likelihood (see `_score`).
+    `params` may be a list of several models' params: their ensemble's log-likelihood (see `log_likelihood`).
     """
     inputs = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", config.vocab_size)  # [B, S]
     targets = validate.token_ids(target_tokens, "target_tokens", config.vocab_size)  # [B, T]
     if inputs.shape[0] != targets.shape[0]:
         raise UserError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets; pass one target per input")
-    fn = _jitted(_score, _layout_key(layout), config=config)
+    fn = _jitted(log_likelihood, _layout_key(layout), config=config)
     if isinstance(params, list):  # an ensemble
         params = params[0] if len(params) == 1 else tuple(params)
     return np.asarray(_run(fn, layout, params, jnp.asarray(inputs), jnp.asarray(targets)), np.float32)
@@ -298,22 +295,22 @@ def generate_ids(
     config: T5Config,
     params_list: Sequence[Params],
     inputs: Sequence[Sequence[int]],
+    options: DecodeOptions = GREEDY,
     *,
     max_input_length: int = 512,
     batch_size: int | None = 32,
-    **options: Any,
+    layout: layouts.Layout | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns (ids [N, L] int32, scores [N]) for N input id rows (each ending in EOS), decoding
     batch_size rows at a time; the last batch is padded to the same shape and trimmed."""
     ids, scores = [], []
     for lo, hi in _batches(len(inputs), batch_size):
         batch = pad_ids(inputs[lo:hi], max_input_length, eos_id=config.eos_id, rows_to=batch_size or 0)
-        out, sc = generate_tokens_and_scores(config, params_list, batch, **options)
+        out, sc = generate_tokens_and_scores(config, params_list, batch, options, layout=layout)
         ids.append(out[: hi - lo])
         scores.append(sc[: hi - lo])
-    length = options.get("max_decode_length", 64)
     if not ids:
-        return np.zeros((0, length), np.int32), np.zeros(0, np.float32)
+        return np.zeros((0, options.max_decode_length), np.int32), np.zeros(0, np.float32)
     return np.concatenate(ids), np.concatenate(scores)
 
 
@@ -341,27 +338,27 @@ def score_ids(
 
 
 def generate(
-    config: T5Config, params: Params, vocab: Vocabulary, texts: Sequence[str], **options: Any
-) -> list[str]:
-    """Returns one decoded string per input text (tokenized with EOS; empty strings allowed).
-
-    Options: those of `generate_tokens`, plus max_input_length=512 (longer inputs are truncated
-    with a counted warning) and batch_size=32.
-    """
-    ids, _ = generate_ids(config, [params], tokenize(vocab, texts), **options)
+    config: T5Config, params: Params, vocab: Vocabulary, texts: Sequence[str],
+    options: DecodeOptions = GREEDY, *, max_input_length: int = 512, batch_size: int | None = 32,
+    layout: layouts.Layout | None = None,
+) -> list[str]:  # fmt: skip
+    """Returns one decoded string per input text (tokenized with EOS; empty strings allowed), decoding
+    batch_size texts at a time; inputs longer than max_input_length are truncated with a counted warning."""
+    ids, _ = generate_ids(
+        config, [params], tokenize(vocab, texts), options, max_input_length=max_input_length,
+        batch_size=batch_size, layout=layout,
+    )  # fmt: skip
     return vocab.decode_batch(ids.tolist())
 
 
 def score(
-    config: T5Config,
-    params: Params,
-    vocab: Vocabulary,
-    inputs: Sequence[str],
-    targets: Sequence[str],
-    **options: Any,
-) -> np.ndarray:
-    """Returns [B] float32 log-likelihoods of each target text (tokens + EOS) given its input text.
-
-    Options: max_input_length=512, max_target_length=512, batch_size=32, layout=None.
-    """
-    return score_ids(config, params, tokenize(vocab, inputs), tokenize(vocab, targets, "targets"), **options)
+    config: T5Config, params: Params, vocab: Vocabulary, inputs: Sequence[str], targets: Sequence[str], *,
+    max_input_length: int = 512, max_target_length: int = 512, batch_size: int | None = 32,
+    layout: layouts.Layout | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Returns [B] float32 log-likelihoods of each target text (tokens + EOS) given its input text."""
+    return score_ids(
+        config, params, tokenize(vocab, inputs), tokenize(vocab, targets, "targets"),
+        max_input_length=max_input_length, max_target_length=max_target_length, batch_size=batch_size,
+        layout=layout,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh_t5 import hf, inference, layouts, losses, network, validate
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import Vocabulary, load_vocabulary
 
@@ -151,66 +151,66 @@ class T5Model:
         max_decode_length: int = 64,
         beam_size: int = 1,
         alpha: float = 0.6,
-        **options: Any,
+        **sampling: Any,
     ) -> np.ndarray:
         """Returns decoded ids [B, L] int32 without the start token, PAD after EOS (top beam).
 
-        Options: temperature=0.0 (greedy; > 0 samples), top_k=0, top_p=1.0, seed=0. For
-        decoder-only and prefix-LM models the inputs are the prompt.
+        `sampling`: the other `DecodeOptions` fields, temperature=0.0 (greedy; > 0 samples), top_k=0,
+        top_p=1.0, seed=0. For decoder-only and prefix-LM models the inputs are the prompt.
         """
+        options = DecodeOptions(
+            max_decode_length=max_decode_length, beam_size=beam_size, alpha=alpha, **sampling
+        )
         return inference.generate_tokens(
-            self.config, self.params, encoder_input_tokens, max_decode_length=max_decode_length,
-            beam_size=beam_size, alpha=alpha, layout=self.layout, **options,
-        )  # fmt: skip
+            self.config, self.params, encoder_input_tokens, options, layout=self.layout
+        )
 
     def generate(
-        self,
-        texts: Sequence[str],
-        beam_size: int = 1,
-        alpha: float = 0.6,
-        max_decode_length: int = 64,
-        **options: Any,
-    ) -> list[str]:
-        """Returns one decoded string per input text.
+        self, texts: Sequence[str], beam_size: int = 1, alpha: float = 0.6, max_decode_length: int = 64, *,
+        max_input_length: int = 512, batch_size: int = 32, **sampling: Any,
+    ) -> list[str]:  # fmt: skip
+        """Returns one decoded string per input text, decoding batch_size texts at a time.
 
-        Options: temperature, top_k, top_p, seed (sampling), max_input_length=512 (longer inputs
-        are truncated with a counted warning), batch_size=32.
+        Inputs longer than max_input_length tokens are truncated with a counted warning; `sampling`
+        as in `generate_tokens`.
         """
+        options = DecodeOptions(
+            max_decode_length=max_decode_length, beam_size=beam_size, alpha=alpha, **sampling
+        )
         texts = validate.strings(texts, "texts")
         return inference.generate(
-            self.config, self.params, self.get_vocabulary(), texts, beam_size=beam_size, alpha=alpha,
-            max_decode_length=max_decode_length, layout=self.layout, **options,
+            self.config, self.params, self.get_vocabulary(), texts, options,
+            max_input_length=max_input_length, batch_size=batch_size, layout=self.layout,
         )  # fmt: skip
 
-    def score(self, inputs: Sequence[str], targets: Sequence[str], **options: Any) -> np.ndarray:
+    def score(
+        self, inputs: Sequence[str], targets: Sequence[str], *, max_input_length: int = 512,
+        max_target_length: int = 512, batch_size: int = 32,
+    ) -> np.ndarray:  # fmt: skip
         """Returns [B] float32 log-likelihoods of each target text (with EOS) given its input text."""
         inputs, targets = validate.strings(inputs, "inputs"), validate.strings(targets, "targets")
         validate.same_length(inputs, targets, "inputs", "targets")
         return inference.score(
             self.config, self.params, self.get_vocabulary(), inputs, targets,
-            layout=self.layout, **options,
+            max_input_length=max_input_length, max_target_length=max_target_length, batch_size=batch_size,
+            layout=self.layout,
         )  # fmt: skip
 
     def export_saved_model(
-        self, path: str | os.PathLike, beam_size: int = 1, max_decode_length: int = 64, **options: Any
-    ) -> str:
+        self, path: str | os.PathLike, beam_size: int = 1, max_decode_length: int = 64, *,
+        alpha: float = 0.6, max_input_length: int = 512, platforms: Sequence[str] | None = None,
+        vocabulary: Vocabulary | None = None,
+    ) -> str:  # fmt: skip
         """Writes a TensorFlow SavedModel (strings in, strings and scores out); returns its path.
 
-        Options: alpha=0.6, max_input_length=512, platforms=None (see `mesh_t5.export`).
+        See `mesh_t5.export.export_saved_model`; `vocabulary` defaults to the model's own.
         """
         from mesh_t5 import export
 
-        # The arguments first: loading the vocabulary may fail for its own reason.
-        export.check_output_dir(path)
-        export.check_arguments(
-            beam_size, max_decode_length, options.get("max_input_length", 512), options.get("alpha", 0.6),
-            options.get("platforms"),
-        )  # fmt: skip
-        vocabulary = options.pop("vocabulary", None) or self.get_vocabulary()
+        options = DecodeOptions(max_decode_length=max_decode_length, beam_size=beam_size, alpha=alpha)
         return export.export_saved_model(
-            self, os.fspath(path), beam_size=beam_size, max_decode_length=max_decode_length,
-            vocabulary=vocabulary, **options,
-        )  # fmt: skip
+            self, path, options, max_input_length=max_input_length, vocabulary=vocabulary, platforms=platforms
+        )
 
     # ------------------------------------------------------------------ saving
 

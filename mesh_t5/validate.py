@@ -281,22 +281,6 @@ def task_vocabularies_fit(tasks: Iterable[Any], model_vocab_size: int) -> None:
             vocabulary_fits(feature.vocabulary, model_vocab_size, f"task {task.name!r} {name} vocabulary")
 
 
-def decode_options(
-    max_decode_length: Any, beam_size: Any, alpha: Any, temperature: Any, top_k: Any, top_p: Any
-) -> None:
-    """Refuses decoding options no search can use (shared by `mesh-t5 infer`, export and the Python API)."""
-    integer(max_decode_length, "max_decode_length")
-    integer(beam_size, "beam_size")
-    number(alpha, "alpha", minimum=0)
-    number(temperature, "temperature", minimum=0)
-    integer(top_k, "top_k", minimum=0)
-    number(top_p, "top_p", 0, 1, open_min=True)
-    if beam_size > 1 and temperature > 0:
-        raise UserError(
-            f"temperature={temperature} samples, beam_size={beam_size} searches; set one of them aside"
-        )
-
-
 def feature_lengths_fit(lengths: Mapping[str, int], tasks: Iterable[Any], name: str = "TASK_FEATURE_LENGTHS"):
     """Refuses a feature length no task has (a typo such as 'target' would leave 'targets' unset)."""
     known = {"inputs", "targets"}.union(*(task.output_features for task in tasks))

@@ -118,15 +118,13 @@ def test_decode_loop_gets_per_layer_weights_not_stacked_ones() -> None:
     import functools
 
     from mesh_t5 import inference
+    from mesh_t5.config import DecodeOptions
 
     config = tiny_config(num_decoder_layers=3)
     params = tiny_params(config)
     stacked = {tuple(a.shape) for a in jax.tree.leaves(params["decoder"]["layers"])}
     per_layer = {s[1:] for s in stacked}
-    decode = functools.partial(
-        inference._decode, config=config, max_decode_length=5, beam_size=1, alpha=0.6,
-        temperature=0.0, top_k=0, top_p=1.0,
-    )  # fmt: skip
+    decode = functools.partial(inference.decode, config=config, options=DecodeOptions(max_decode_length=5))
     enc = jnp.ones((2, 6), jnp.int32)
     shapes = set(_while_operand_shapes(jax.make_jaxpr(decode)((params,), enc, jax.random.key(0)).jaxpr))
     assert per_layer & shapes, "the per-layer weights should enter the loop"

@@ -10,7 +10,7 @@ import pytest
 
 from mesh_t5 import cli, data, inference
 from mesh_t5.commands import infer
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.data import metrics
 from mesh_t5.data import preprocessors as pp
 from mesh_t5.errors import UserError
@@ -91,7 +91,7 @@ def test_infer_ensemble_of_two_models_averages_log_probs(tmp_path, members):
     predicted = _infer(tmp_path, "predict", f"--checkpoint={a}", f"--checkpoint={b}", f"--input_file={src}")
     ids, _ = inference.generate_ids(
         CONFIG, [model_a.params, model_b.params], inference.tokenize(BYTES, [x for x, _ in PAIRS]),
-        max_decode_length=4,
+        DecodeOptions(max_decode_length=4),
     )  # fmt: skip
     assert [r["outputs"] for r in predicted] == BYTES.decode_batch(ids.tolist())
 
@@ -148,6 +148,10 @@ def test_export_ensemble_serves_the_ensemble(tmp_path, members):
     np.testing.assert_allclose(scores.numpy(), want, rtol=1e-4, atol=1e-4)
     served = loaded.signatures["serving_default"](inputs=tf.constant(inputs))["outputs"].numpy()
     ids, _ = inference.generate_ids(
-        CONFIG, params, inference.tokenize(BYTES, inputs), max_decode_length=4, max_input_length=8
+        CONFIG,
+        params,
+        inference.tokenize(BYTES, inputs),
+        DecodeOptions(max_decode_length=4),
+        max_input_length=8,
     )
     assert [s.decode("utf-8") for s in served] == BYTES.decode_batch(ids.tolist())

@@ -41,7 +41,7 @@ def bound(name, default=None):
 
 def configure(files, bindings=()):
     """Parses an experiment stage like `mesh-t5 train` does; returns the values `train` would get."""
-    train_command.register_configurables()
+    gin_utils.register(train_command.CONFIGURABLES)
     gin_utils.parse_gin(files, ["MODEL_DIR = '/nonexistent'", *bindings], finalize=True)
     names = ("mixture_or_task_name", "task_feature_lengths", "batch_size", "model_config", "train_steps")
     return {n: bound(f"train.{n}") for n in names}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mesh_t5 import checkpoints, cli, export, inference, network
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.model import T5Model
 from mesh_t5.vocab import ByteVocabulary, SentencePieceVocabulary
 
@@ -102,7 +102,7 @@ def exported(tmp_path_factory):
     start = time.time()
     for name, (model, _, vocabulary, beam) in cases.items():
         dirs[name] = export.export_saved_model(
-            model, str(root / name), beam_size=beam, max_decode_length=MAX_DECODE,
+            model, str(root / name), DecodeOptions(max_decode_length=MAX_DECODE, beam_size=beam),
             max_input_length=MAX_INPUT, vocabulary=vocabulary,
         )  # fmt: skip
     print(f"export: {time.time() - start:.1f}s")
@@ -130,8 +130,8 @@ def test_savedmodel_decodes_like_jax_generate(exported, name):
     result = out["result"][dirs[name]]
     assert result["outer_dim"] == [None]
     ids, scores = inference.generate_ids(
-        model.config, [model.params], inference.tokenize(vocab, TEXTS), max_input_length=MAX_INPUT,
-        max_decode_length=MAX_DECODE, beam_size=beam,
+        model.config, [model.params], inference.tokenize(vocab, TEXTS),
+        DecodeOptions(max_decode_length=MAX_DECODE, beam_size=beam), max_input_length=MAX_INPUT,
     )  # fmt: skip
     texts = vocab.decode_batch(ids.tolist())
     assert len(set(texts)) > 2, texts  # the model's outputs depend on its input

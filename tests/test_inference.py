@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -12,7 +13,7 @@ import pytest
 
 from mesh_t5 import inference, network
 from mesh_t5.commands import infer
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.vocab import ByteVocabulary
 
@@ -94,7 +95,9 @@ def _uncached_greedy(config, params, inputs: np.ndarray, length: int) -> tuple[n
 def test_cached_greedy_equals_uncached_forward_argmax(models, arch):
     config, params = models[arch]
     inputs = _inputs(np.random.default_rng(0), [5, 9, 3], width=10, vocab=config.vocab_size)
-    tokens, scores = inference.generate_tokens_and_scores(config, [params], inputs, max_decode_length=8)
+    tokens, scores = inference.generate_tokens_and_scores(
+        config, [params], inputs, DecodeOptions(max_decode_length=8)
+    )
     ref_tokens, ref_scores = _uncached_greedy(config, params, inputs, 8)
     np.testing.assert_array_equal(tokens, ref_tokens)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-4)
@@ -107,16 +110,16 @@ def test_cached_greedy_equals_uncached_forward_argmax(models, arch):
 def test_sampling_top_k_one_and_beam_one_equal_greedy(models):
     config, params = models["prefix_lm"]
     inputs = _inputs(np.random.default_rng(1), [4, 7], width=8, vocab=config.vocab_size)
-    greedy = inference.generate_tokens(config, params, inputs, max_decode_length=6)
+    greedy = inference.generate_tokens(config, params, inputs, DecodeOptions(max_decode_length=6))
     sampled = inference.generate_tokens(
-        config, params, inputs, max_decode_length=6, temperature=0.7, top_k=1, seed=3
+        config, params, inputs, DecodeOptions(max_decode_length=6, temperature=0.7, top_k=1, seed=3)
     )
-    beam1 = inference.generate_tokens(config, params, inputs, max_decode_length=6, beam_size=1)
+    beam1 = inference.generate_tokens(config, params, inputs, DecodeOptions(max_decode_length=6, beam_size=1))
     np.testing.assert_array_equal(sampled, greedy)
     np.testing.assert_array_equal(beam1, greedy)
     # Real sampling draws something else somewhere (at temperature 3 the distribution is broad).
     hot = inference.generate_tokens(
-        config, params, np.repeat(inputs, 4, 0), max_decode_length=6, temperature=3.0
+        config, params, np.repeat(inputs, 4, 0), DecodeOptions(max_decode_length=6, temperature=3.0)
     )
     assert not np.array_equal(hot, np.repeat(greedy, 4, 0))
 
@@ -125,9 +128,11 @@ def test_beam_search_scores_are_penalised_log_likelihoods(models):
     config, params = models["encoder_decoder"]
     inputs = _inputs(np.random.default_rng(2), [6, 3, 8], width=8, vocab=config.vocab_size)
     alpha = 0.6
-    greedy, g_scores = inference.generate_tokens_and_scores(config, [params], inputs, max_decode_length=7)
+    greedy, g_scores = inference.generate_tokens_and_scores(
+        config, [params], inputs, DecodeOptions(max_decode_length=7)
+    )
     beam, b_scores = inference.generate_tokens_and_scores(
-        config, [params], inputs, max_decode_length=7, beam_size=4, alpha=alpha
+        config, [params], inputs, DecodeOptions(max_decode_length=7, beam_size=4, alpha=alpha)
     )
     lengths = np.array([np.argmax(r == EOS) + 1 if (r == EOS).any() else len(r) for r in beam])
     loglik = inference.score_tokens(config, params, inputs, beam)
@@ -176,11 +181,11 @@ def test_ensemble(models):
     other = _init(config, jax.random.key(99))
     other["logits_dense"]["kernel"] = other["logits_dense"]["kernel"] * 8.0
     inputs = _inputs(np.random.default_rng(5), [4, 6], width=6, vocab=config.vocab_size)
-    single = inference.generate_tokens(config, params, inputs, max_decode_length=5)
-    doubled = inference.generate_tokens_ensemble(config, [params, params], inputs, max_decode_length=5)
+    single = inference.generate_tokens(config, params, inputs, DecodeOptions(max_decode_length=5))
+    doubled = inference.generate_tokens(config, [params, params], inputs, DecodeOptions(max_decode_length=5))
     np.testing.assert_array_equal(doubled, single)
-    mixed = inference.generate_tokens_ensemble(
-        config, [params, other], inputs, max_decode_length=5, beam_size=2
+    mixed = inference.generate_tokens(
+        config, [params, other], inputs, DecodeOptions(max_decode_length=5, beam_size=2)
     )
     # The first token is the argmax of the mean log-probabilities of the two forward passes.
     batch = {"encoder_input_tokens": inputs, "decoder_input_tokens": np.zeros((2, 1), np.int32)}
@@ -195,13 +200,21 @@ def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):
     texts = ["", "short", "a much longer input that will be cut", "mid size", "x"]
     with caplog.at_level(logging.WARNING, logger="mesh_t5.inference"):
         out = inference.generate(
-            config, params, vocab, texts, max_decode_length=6, max_input_length=12, batch_size=2
+            config,
+            params,
+            vocab,
+            texts,
+            DecodeOptions(max_decode_length=6),
+            max_input_length=12,
+            batch_size=2,
         )
     assert len(out) == 5 and all(isinstance(t, str) for t in out)
     assert "1 of 2 inputs longer than 12 tokens" in caplog.text
     # The same texts decoded one by one give the same outputs (padding rows and batches do not leak).
     one = [
-        inference.generate(config, params, vocab, [t], max_decode_length=6, max_input_length=12)[0]
+        inference.generate(
+            config, params, vocab, [t], DecodeOptions(max_decode_length=6), max_input_length=12
+        )[0]
         for t in texts
     ]
     assert out == one
@@ -222,7 +235,7 @@ def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):
 def test_bad_options_are_one_line_user_errors(models, options, needle):
     config, params = models["encoder_decoder"]
     with pytest.raises(UserError, match=needle) as err:
-        inference.generate_tokens(config, params, np.ones((1, 2), np.int32), **options)
+        inference.generate_tokens(config, params, np.ones((1, 2), np.int32), DecodeOptions(**options))
     assert "\n" not in str(err.value)
 
 
@@ -254,10 +267,10 @@ def test_hf_greedy_and_beam_parity(tmp_path):
     hf.save_pretrained(tmp_path)
     model = T5Model.from_pretrained(tmp_path)
     inputs = _inputs(np.random.default_rng(7), [6, 9, 4, 5], width=9, vocab=80)
-    ours = inference.generate_tokens(model.config, model.params, inputs, max_decode_length=10)
+    ours = inference.generate_tokens(model.config, model.params, inputs, DecodeOptions(max_decode_length=10))
     assert max(len(set(r)) for r in ours.tolist()) >= 4  # not a degenerate repeat
     ours_beam, ours_scores = inference.generate_tokens_and_scores(
-        model.config, [model.params], inputs, max_decode_length=10, beam_size=4, alpha=0.0
+        model.config, [model.params], inputs, DecodeOptions(max_decode_length=10, beam_size=4, alpha=0.0)
     )
     kwargs = dict(input_ids=torch.tensor(inputs, dtype=torch.long), attention_mask=torch.tensor(inputs != 0))
     with torch.no_grad():
@@ -323,7 +336,7 @@ def test_predict_jsonl_partial_batch_and_overwrite(tmp_path, checkpoint):
         model.config,
         [model.params],
         inference.tokenize(BYTES, [r["inputs"] for r in rows]),
-        max_decode_length=5,
+        DecodeOptions(max_decode_length=5),
     )
     assert [g["inputs"] for g in got] == [r["inputs"] for r in rows]
     assert [g.get("targets") for g in got] == ["x", None, "y"]
@@ -334,7 +347,7 @@ def test_predict_jsonl_partial_batch_and_overwrite(tmp_path, checkpoint):
     assert infer.main([*argv, "--overwrite", "--gin.infer.beam_size=2"]) == 0
     beam_ids, beam_scores = inference.generate_ids(
         model.config, [model.params], inference.tokenize(BYTES, [r["inputs"] for r in rows]),
-        max_decode_length=5, beam_size=2, batch_size=2,
+        DecodeOptions(max_decode_length=5, beam_size=2), batch_size=2,
     )  # fmt: skip
     got = _read(out)
     assert [g["outputs"] for g in got] == BYTES.decode_batch(beam_ids.tolist())
@@ -379,14 +392,43 @@ def test_predict_task_split(tmp_path, checkpoint):
     got = _read(out)
     assert [(g["inputs"], g["targets"]) for g in got] == pairs
     expected = inference.generate(
-        model.config, model.params, BYTES, [a for a, _ in pairs], max_decode_length=4, batch_size=2
+        model.config,
+        model.params,
+        BYTES,
+        [a for a, _ in pairs],
+        DecodeOptions(max_decode_length=4),
+        batch_size=2,
     )
     assert [g["outputs"] for g in got] == expected
 
 
 def test_settings_flags_over_gin_over_defaults():
     s = infer.resolve_settings(["--gin.infer.beam_size=3", "--gin.infer.alpha=0.9", "--alpha=0.5"])
-    assert (s["beam_size"], s["alpha"], s["top_k"]) == (3, 0.5, 0)
+    assert (s.beam_size, s.alpha, s.top_k) == (3, 0.5, 0)
+
+
+def test_flags_are_the_settings_fields():
+    argv = ["--checkpoint=a", "--checkpoint=b,c", "--limit=2", "--overwrite", "--top_p=0.5", "--seed=3"]
+    s = infer.resolve_settings(argv)
+    assert (s.checkpoint, s.limit, s.overwrite, s.mode, s.top_p, s.seed) == (
+        ["a", "b,c"],
+        2,
+        True,
+        "predict",
+        0.5,
+        3,
+    )
+    assert s.decode_options() == DecodeOptions(top_p=0.5, seed=3)
+
+
+def test_one_jitted_decode_serves_every_seed(models):
+    config, params = models["encoder_decoder"]
+    inputs = _inputs(np.random.default_rng(7), [3], width=4, vocab=config.vocab_size)
+    options = DecodeOptions(max_decode_length=3, temperature=1.0)
+    inference.generate_tokens(config, params, inputs, options)
+    count = len(inference._JITTED)
+    inference.generate_tokens(config, params, inputs, dataclasses.replace(options, seed=7))
+    assert len(inference._JITTED) == count
 
 
 @pytest.mark.parametrize(
@@ -408,7 +450,7 @@ import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
 from mesh_t5 import inference, layouts
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.model import T5Model
 c = T5Config(vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
              feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
@@ -418,8 +460,8 @@ assert len(jax.devices()) == 4
 x = np.random.default_rng(0).integers(2, 64, (4, 8)).astype(np.int32)
 x[:, -1] = 1
 for opts in ({"beam_size": 3}, {"temperature": 1.0, "top_k": 5, "top_p": 0.9}):
-    a = inference.generate_tokens_and_scores(c, [single.params], x, max_decode_length=6, **opts)
-    b = inference.generate_tokens_and_scores(c, [sharded.params], x, max_decode_length=6, layout=sharded.layout, **opts)
+    a = inference.generate_tokens_and_scores(c, [single.params], x, DecodeOptions(max_decode_length=6, **opts))
+    b = inference.generate_tokens_and_scores(c, [sharded.params], x, DecodeOptions(max_decode_length=6, **opts), layout=sharded.layout)
     assert np.array_equal(a[0], b[0]), (opts, a[0], b[0])
     assert np.abs(a[1] - b[1]).max() < 1e-4, (opts, a[1], b[1])
 print("ok")

@@ -5,6 +5,7 @@ import pytest
 from conftest import tiny_config, tiny_params
 
 from mesh_t5 import inference, network
+from mesh_t5.config import DecodeOptions
 from mesh_t5.errors import UserError
 from mesh_t5.model import T5Model
 from mesh_t5.vocab import ByteVocabulary
@@ -38,7 +39,9 @@ def test_generate_and_score_texts(model):
     assert len(out) == 2 and all(isinstance(s, str) for s in out)
     vocab = model.get_vocabulary()
     ids = [[*vocab.encode(t), 1] for t in texts]
-    expected, _ = inference.generate_ids(model.config, [model.params], ids, max_decode_length=8)
+    expected, _ = inference.generate_ids(
+        model.config, [model.params], ids, DecodeOptions(max_decode_length=8)
+    )
     assert out == vocab.decode_batch(expected.tolist())
     scores = model.score(texts, out)
     assert scores.shape == (2,) and np.all(scores < 0)

@@ -13,6 +13,7 @@ from conftest import tiny_config, tiny_params
 from mock_tfds import mock_tfds, train_tiny_vocab
 
 from mesh_t5 import data, evaluation, inference
+from mesh_t5.config import DecodeOptions
 from mesh_t5.data import preprocessors as pp
 from mesh_t5.data.sources import FunctionSource, TfdsSource
 from mesh_t5.errors import UserError
@@ -206,7 +207,7 @@ def test_decoder_only_models_keep_the_inputs_and_decode_from_them(architecture):
         assert results["tokens"] == sum(len(r["targets"]) for r in rows)
         assert results["loss"] * results["tokens"] == pytest.approx(-log_likelihood.sum(), rel=1e-4)
         # Decoded metrics: the model continues each example's inputs.
-        decoded = inference.generate_tokens(config, params, inputs, max_decode_length=12)
+        decoded = inference.generate_tokens(config, params, inputs, DecodeOptions(max_decode_length=12))
         texts = [VOCAB.decode(evaluation._strip(d, config.eos_id)) for d in decoded]
         assert results["recipe_qa/pred_chars"] == pytest.approx(np.mean([len(t) for t in texts]))
     finally:

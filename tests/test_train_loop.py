@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mesh_t5 import checkpoints, data, inference, optim, steps, train
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.data import metrics
 from mesh_t5.data import preprocessors as pp
 from mesh_t5.vocab import ByteVocabulary
@@ -77,7 +77,7 @@ def test_learns_to_reverse_and_decodes_held_out_strings(tmp_path):
     ids = [[*VOCAB.encode("abcdh"), 1]]
     tokens = np.zeros((1, 8), np.int32)
     tokens[0, : len(ids[0])] = ids[0]
-    out = inference.generate_tokens(config, params, tokens, max_decode_length=8)
+    out = inference.generate_tokens(config, params, tokens, DecodeOptions(max_decode_length=8))
     assert VOCAB.decode([t for t in out[0].tolist() if t > 1]) == "hdcba"
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import gin
 
 from mesh_t5 import gin_utils, validate
 from mesh_t5.errors import UserError
@@ -57,21 +58,8 @@ def detect_source(path: str) -> str:
     return "mesh_t5"
 
 
-def _gin_config_fields() -> dict[str, Any]:
-    """Returns the T5Config fields the parsed gin files and flags bind explicitly."""
-    from mesh_t5.config import T5Config
-
-    fields = {}
-    for field in dataclasses.fields(T5Config):
-        value = gin_utils.get_bound(f"T5Config.{field.name}", default=dataclasses.MISSING)
-        if value is not dataclasses.MISSING:
-            fields[field.name] = value
-    return fields
-
-
 def main(argv: Sequence[str]) -> int:
-    rest, bindings = gin_utils.split_gin_bindings(argv)
-    args = build_parser().parse_args(rest)
+    args, bindings = gin_utils.parse_flags(build_parser(), argv)
     validate.output_dir(args.output_dir, "--output_dir")
     if args.vocab is not None:
         validate.input_file(args.vocab, "--vocab", "pass a SentencePiece .model file")
@@ -89,8 +77,8 @@ def main(argv: Sequence[str]) -> int:
             raise UserError(
                 "--gin_file / --gin.* apply to Mesh-TF checkpoints only; HF and mesh_t5 dirs carry their config"
             )
-        gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
-        config_fields = _gin_config_fields()
+        gin_utils.configure(args, bindings, finalize=False)
+        config_fields = gin.get_bindings("T5Config")  # the fields the gin files and flags bind
 
     from mesh_t5.model import T5Model
 

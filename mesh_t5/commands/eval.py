@@ -11,12 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import gin
 import jax
 
 from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network, validate
 from mesh_t5.commands.ensemble import split_checkpoints
-from mesh_t5.commands.train import call, configure, parse_args
 from mesh_t5.config import T5Config
 from mesh_t5.errors import UserError
 from mesh_t5.logging_utils import MetricWriter
@@ -210,7 +208,7 @@ def evaluate_predictions_file(
     return results
 
 
-_CONFIGURABLE: list[Any] = []
+CONFIGURABLES: dict[str, Any] = {"evaluate_checkpoints": evaluate_checkpoints}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -219,17 +217,16 @@ def main(argv: Sequence[str]) -> int:
     own.add_argument("--predictions", default=None)
     own.add_argument("--checkpoint", action="append", default=None)
     flags, argv = own.parse_known_args(list(argv))
-    if not _CONFIGURABLE:
-        with gin.unlock_config():  # an earlier command in this process may have locked it
-            _CONFIGURABLE.append(gin.external_configurable(evaluate_checkpoints, "evaluate_checkpoints"))
+    if flags.predictions is not None and flags.checkpoint:
+        raise UserError("give either --predictions=FILE (no model) or --checkpoint=DIR, not both")
+    try:
+        args, bindings = gin_utils.parse_gin_flags(
+            "mesh-t5 eval", HELP, argv, gin_file_required=flags.predictions is None
+        )
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
     if flags.predictions is not None:
-        if flags.checkpoint:
-            raise UserError("give either --predictions=FILE (no model) or --checkpoint=DIR, not both")
-        rest, bindings = gin_utils.split_gin_bindings(argv)
-        parser = argparse.ArgumentParser(prog="mesh-t5 eval", description=HELP)
-        gin_utils.add_gin_flags(parser)
-        args = parser.parse_args(rest)
-        gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
+        gin_utils.configure(args, bindings, CONFIGURABLES, finalize=False)
         evaluate_predictions_file(
             flags.predictions,
             str(gin_utils.query_macro("MIXTURE_OR_TASK_NAME")),
@@ -237,12 +234,7 @@ def main(argv: Sequence[str]) -> int:
             gin_utils.query_macro("EVAL_OUTPUT_DIR", required=False),
         )
         return 0
-    try:
-        args, bindings = parse_args("mesh-t5 eval", HELP, argv)
-    except SystemExit as e:
-        return int(e.code or 0)
     if flags.checkpoint:
         bindings = [*bindings, f"CHECKPOINT_PATH = {','.join(flags.checkpoint)!r}"]
-    configure(args, bindings, REQUIRED_MACROS)
-    output = call(_CONFIGURABLE[0])
-    return 0 if output else 1
+    configurables = gin_utils.configure(args, bindings, CONFIGURABLES, required=REQUIRED_MACROS)
+    return 0 if gin_utils.call(configurables["evaluate_checkpoints"]) else 1

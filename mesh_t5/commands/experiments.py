@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from mesh_t5 import experiments
+from mesh_t5 import experiments, validate
 from mesh_t5.errors import UserError
 
 EPILOG = """\
@@ -22,7 +22,7 @@ averages, CNNDM ROUGE-2-F, SQuAD exact match, EnDe/EnFr/EnRo BLEU.
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = validate.ArgumentParser(
         prog="mesh-t5 experiments", description=__doc__, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

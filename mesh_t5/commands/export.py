@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from mesh_t5 import gin_utils, validate
 from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
+from mesh_t5.config import DecodeOptions
 from mesh_t5.errors import UserError
 
 
@@ -26,9 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "separate dirs by commas, to export an ensemble (mean per-token log-probabilities)",
     )
     parser.add_argument("--output_dir", default=None, help="new or empty directory for the SavedModel")
-    parser.add_argument("--beam_size", type=int, default=1, help="1 = greedy (default), else beam search")
-    parser.add_argument("--alpha", type=float, default=0.6, help="beam search length penalty (default 0.6)")
-    parser.add_argument("--max_decode_length", type=int, default=64, help="output tokens (default 64)")
+    # An export decodes greedily or by beam search: no sampling flags.
+    gin_utils.add_field_flags(parser, DecodeOptions, ("max_decode_length", "beam_size", "alpha"))
     parser.add_argument(
         "--max_input_length", type=int, default=512, help="input tokens incl. EOS (default 512)"
     )
@@ -44,12 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    rest, bindings = gin_utils.split_gin_bindings(argv)
-    args = build_parser().parse_args(rest)
+    args, bindings = gin_utils.parse_flags(build_parser(), argv)
     checkpoint = args.checkpoint
     output_dir = args.output_dir
     if args.gin_file or bindings:
-        gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
+        gin_utils.configure(args, bindings, finalize=False)
         checkpoint = checkpoint or gin_utils.query_macro("CHECKPOINT_PATH", required=False)
         output_dir = output_dir or gin_utils.query_macro("EXPORT_DIR", required=False)
     checkpoints = split_checkpoints(checkpoint)
@@ -67,25 +66,16 @@ def main(argv: Sequence[str]) -> int:
         validate.input_dir(member, "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
     export.check_output_dir(str(output_dir))
     platforms = [p.strip() for p in args.platforms.split(",")] if args.platforms is not None else None
-    export.check_arguments(
-        args.beam_size, args.max_decode_length, args.max_input_length, args.alpha, platforms
-    )
+    options = DecodeOptions(**gin_utils.flag_values(args, DecodeOptions))
+    export.check_arguments(options, args.max_input_length, platforms)
     if args.vocab and args.vocab not in BYTE_VOCABULARY_NAMES:
         validate.input_file(args.vocab, "--vocab", "pass --vocab=byte or a SentencePiece .model file")
     vocabulary = load_vocabulary(args.vocab) if args.vocab else None
     models = [T5Model.from_pretrained(c) for c in checkpoints]
     check_ensemble(models, checkpoints)
-    model = models[0]
     path = export.export_saved_model(
-        model,
-        str(output_dir),
-        beam_size=args.beam_size,
-        max_decode_length=args.max_decode_length,
-        max_input_length=args.max_input_length,
-        alpha=args.alpha,
-        vocabulary=vocabulary,
-        platforms=platforms,
-        ensemble=models[1:],
-    )
+        models[0], str(output_dir), options, max_input_length=args.max_input_length, vocabulary=vocabulary,
+        platforms=platforms, ensemble=models[1:],
+    )  # fmt: skip
     print(f"wrote SavedModel to {path} (signatures: serving_default, score)", file=sys.stderr)
     return 0

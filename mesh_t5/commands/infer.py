@@ -19,6 +19,7 @@ Every flag can also be bound by gin as `infer.<flag>` (`--gin.infer.beam_size=4`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -26,70 +27,58 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import gin
-
 from mesh_t5 import gin_utils, validate
 from mesh_t5.commands.ensemble import check_ensemble, split_checkpoints
+from mesh_t5.config import DecodeOptions, option
 from mesh_t5.errors import UserError
 
 MODES = ("predict", "score")
 
 
-@gin.configurable("infer")
-def settings(
-    checkpoint: str | list[str] | None = None,
-    mode: str = "predict",
-    input_file: str | None = None,
-    task: str | None = None,
-    split: str = "validation",
-    output_file: str | None = None,
-    overwrite: bool = False,
-    vocab: str | None = None,
-    batch_size: int = 32,
-    max_input_length: int = 512,
-    max_target_length: int = 512,
-    max_decode_length: int = 64,
-    beam_size: int = 1,
-    alpha: float = 0.6,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    mesh_shape: str | None = None,
-    layout_rules: str | None = None,
-    limit: int | None = None,
-) -> dict[str, Any]:
-    """Returns the infer settings (gin binds them as `infer.NAME`)."""
-    return dict(locals())
+@dataclasses.dataclass(frozen=True)
+class InferSettings(DecodeOptions):
+    """`mesh-t5 infer`'s settings: one flag each, also bound by gin as `infer.NAME`. The decoding ones
+    (and their checks) are DecodeOptions' fields, inherited."""
+
+    checkpoint: str | Sequence[str] | None = option(
+        None, "a mesh_t5 model/training dir or a Hugging Face T5 dir; repeat it (or separate dirs by "
+        "commas) for an ensemble", action="append",
+    )  # fmt: skip
+    mode: str = option("predict", "predict (decode outputs) or score (log-likelihood of given targets)")
+    input_file: str | None = option(
+        None, "JSONL ({'inputs', 'targets'}), TSV (inputs[\\ttargets]) or text (one input per line)"
+    )
+    task: str | None = option(None, "a registered task whose split to run (instead of --input_file)")
+    split: str = option("validation", "the task split (default validation)")
+    output_file: str | None = option(None, "where to write predictions JSONL (default: stdout)")
+    overwrite: bool = option(False, "replace an existing --output_file")
+    vocab: str | None = option(
+        None, "'byte' or a SentencePiece .model (default: the checkpoint's, else the task's)"
+    )
+    batch_size: int = option(32, "examples per decoding batch (default 32; the last batch is padded)")
+    max_input_length: int = option(
+        512, "inputs longer than this (tokens incl. EOS) are truncated (default 512)"
+    )
+    max_target_length: int = option(512, "score mode: targets longer than this are truncated (default 512)")
+    mesh_shape: str | None = option(None, 'lay the model out on a device mesh, e.g. "data:2,model:4"')
+    layout_rules: str | None = option(None, "logical-axis to mesh-axis rules (default: mesh_t5's)")
+    limit: int | None = option(None, "run only the first N examples", type=int)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"--mode={self.mode!r} is unknown; use predict or score")
+        super().__post_init__()
+        for name in ("batch_size", "max_input_length", "max_target_length"):
+            validate.integer(getattr(self, name), f"--{name}")
+        validate.optional_integer(self.limit, "--limit")
+        validate.boolean(self.overwrite, "--overwrite")
+
+    def decode_options(self) -> DecodeOptions:
+        """Returns the DecodeOptions part of these settings."""
+        return DecodeOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DecodeOptions)})
 
 
-_TYPES = {"overwrite": bool, "batch_size": int, "max_input_length": int, "max_target_length": int,
-          "max_decode_length": int, "beam_size": int, "alpha": float, "temperature": float, "top_k": int,
-          "top_p": float, "seed": int, "limit": int}  # fmt: skip
-_HELP = {
-    "checkpoint": "a mesh_t5 model/training dir or a Hugging Face T5 dir; repeat it (or separate dirs by "
-    "commas) for an ensemble",
-    "mode": "predict (decode outputs) or score (log-likelihood of given targets)",
-    "input_file": "JSONL ({'inputs', 'targets'}), TSV (inputs[\\ttargets]) or text (one input per line)",
-    "task": "a registered task whose split to run (instead of --input_file)",
-    "split": "the task split (default validation)",
-    "output_file": "where to write predictions JSONL (default: stdout)",
-    "overwrite": "replace an existing --output_file",
-    "vocab": "'byte' or a SentencePiece .model (default: the checkpoint's, else the task's)",
-    "batch_size": "examples per decoding batch (default 32; the last batch is padded)",
-    "max_input_length": "inputs longer than this (tokens incl. EOS) are truncated (default 512)",
-    "max_target_length": "score mode: targets longer than this are truncated (default 512)",
-    "max_decode_length": "predict mode: tokens to decode at most (default 64)",
-    "beam_size": "beam search with this many beams; 1 = greedy or sampling (default 1)",
-    "alpha": "beam search length penalty exponent (default 0.6)",
-    "temperature": "sample at this temperature; 0 = greedy (default 0)",
-    "top_k": "sample from the k most likely tokens only (default 0: all)",
-    "top_p": "sample from the smallest set of probability >= p (default 1: all)",
-    "seed": "sampling seed (default 0)",
-    "mesh_shape": 'lay the model out on a device mesh, e.g. "data:2,model:4"',
-    "layout_rules": "logical-axis to mesh-axis rules (default: mesh_t5's)",
-    "limit": "run only the first N examples",
-}
+CONFIGURABLES: dict[str, Any] = {"infer": InferSettings}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,13 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict outputs for inputs (greedy, beam search or sampling), or score given targets.",
     )
     gin_utils.add_gin_flags(parser)
-    for name, text in _HELP.items():
-        if name == "overwrite":
-            parser.add_argument("--overwrite", action="store_true", default=None, help=text)
-        elif name == "checkpoint":
-            parser.add_argument("--checkpoint", action="append", default=None, help=text)
-        else:
-            parser.add_argument(f"--{name}", type=_TYPES.get(name, str), default=None, help=text)
+    gin_utils.add_field_flags(parser, InferSettings)
     return parser
 
 
@@ -156,22 +139,6 @@ def _read_task(name: str, split: str, vocab: Any) -> tuple[list[dict[str, Any]],
     return examples, vocab
 
 
-def _load_vocab(spec: str | None, model: Any) -> Any:
-    """--vocab if given, else the model's own (None when it has none: a task may supply one)."""
-    from mesh_t5 import vocab as vocab_lib
-
-    if spec is None:
-        return model.get_vocabulary() if model.vocab_path else None
-    return vocab_lib.load_vocabulary(spec)
-
-
-def _check_vocab_spec(spec: str | None) -> None:
-    from mesh_t5.vocab import BYTE_VOCABULARY_NAMES
-
-    if spec is not None and spec not in BYTE_VOCABULARY_NAMES:
-        validate.input_file(spec, "--vocab", "pass --vocab=byte or a SentencePiece .model file")
-
-
 def _open_output(path: str | None, overwrite: bool) -> Any:
     if path is None or path == "-":
         return sys.stdout
@@ -180,47 +147,39 @@ def _open_output(path: str | None, overwrite: bool) -> Any:
     return open(path, "w", encoding="utf-8")
 
 
-def resolve_settings(argv: Sequence[str]) -> dict[str, Any]:
+def resolve_settings(argv: Sequence[str]) -> InferSettings:
     """Returns the settings of a command line: flags over gin bindings (`infer.NAME`) over defaults."""
-    rest, bindings = gin_utils.split_gin_bindings(argv)
-    args = build_parser().parse_args(rest)
-    gin.clear_config()  # a command starts from its own flags, not from an earlier run in this process
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
-    values = settings()
-    values.update({k: v for k, v in vars(args).items() if k in values and v is not None})
-    return values
+    args, bindings = gin_utils.parse_flags(build_parser(), argv)
+    configurables = gin_utils.configure(args, bindings, CONFIGURABLES)
+    return gin_utils.call(configurables["infer"], **gin_utils.flag_values(args, InferSettings))
 
 
-def _check_settings(s: dict[str, Any]) -> None:
-    """Refuses (one line) the settings no run can use, before anything loads."""
-    for name in ("batch_size", "max_input_length", "max_target_length"):
-        validate.integer(s[name], f"--{name}")
-    validate.optional_integer(s["limit"], "--limit")
-    validate.integer(s["seed"], "--seed", minimum=0)
-    validate.boolean(s["overwrite"], "--overwrite")
-    validate.decode_options(
-        s["max_decode_length"], s["beam_size"], s["alpha"], s["temperature"], s["top_k"], s["top_p"]
-    )
-    for checkpoint in split_checkpoints(s["checkpoint"]):
+def _check_settings(s: InferSettings) -> None:
+    """Refuses (one line) the files, task and mesh no run can use, before anything loads."""
+    for checkpoint in split_checkpoints(s.checkpoint):
         validate.input_dir(checkpoint, "--checkpoint", "pass a mesh_t5 or Hugging Face T5 model dir")
-    _check_vocab_spec(s["vocab"])
-    if s["input_file"] is not None:
-        validate.input_file(s["input_file"], "--input_file")
-    if s["task"] is not None:
+    if s.vocab is not None:
+        from mesh_t5.vocab import BYTE_VOCABULARY_NAMES
+
+        if s.vocab not in BYTE_VOCABULARY_NAMES:
+            validate.input_file(s.vocab, "--vocab", "pass --vocab=byte or a SentencePiece .model file")
+    if s.input_file is not None:
+        validate.input_file(s.input_file, "--input_file")
+    if s.task is not None:
         from mesh_t5 import data
 
-        task = data.get_mixture_or_task(s["task"])
+        task = data.get_mixture_or_task(s.task)
         if not isinstance(task, data.Task):
-            raise UserError(f"{s['task']!r} is a mixture; pass one of its tasks with --task")
+            raise UserError(f"{s.task!r} is a mixture; pass one of its tasks with --task")
         if "inputs" not in task.output_features:
-            raise UserError(f"task {s['task']!r} has no inputs feature; infer needs inputs to condition on")
-    if s["mesh_shape"] is not None or s["layout_rules"] is not None:
+            raise UserError(f"task {s.task!r} has no inputs feature; infer needs inputs to condition on")
+    if s.mesh_shape is not None or s.layout_rules is not None:
         from mesh_t5 import layouts  # imports jax: only when a layout is asked for
 
         for name in ("mesh_shape", "layout_rules"):
-            if s[name] is not None:
-                validate.text(s[name], f"--{name}")
-        layouts.make_layout(s["mesh_shape"], s["layout_rules"])  # the mesh must fit the devices
+            if getattr(s, name) is not None:
+                validate.text(getattr(s, name), f"--{name}")
+        layouts.make_layout(s.mesh_shape, s.layout_rules)  # the mesh must fit the devices
 
 
 def _require_targets(examples: list[dict[str, Any]], key: str) -> None:
@@ -234,68 +193,63 @@ def _require_targets(examples: list[dict[str, Any]], key: str) -> None:
 
 def main(argv: Sequence[str]) -> int:
     s = resolve_settings(argv)
-    if s["mode"] not in MODES:
-        raise UserError(f"--mode={s['mode']!r} is unknown; use predict or score")
-    checkpoints = split_checkpoints(s["checkpoint"])
+    checkpoints = split_checkpoints(s.checkpoint)
     if not checkpoints:
         raise UserError("no model given; pass --checkpoint=DIR (a mesh_t5 or Hugging Face T5 dir)")
-    if (s["input_file"] is None) == (s["task"] is None):
+    if (s.input_file is None) == (s.task is None):
         raise UserError("give exactly one of --input_file=PATH and --task=NAME")
     _check_settings(s)
-    out_path = s["output_file"]
+    out_path = s.output_file
     if out_path not in (None, "-"):
-        validate.output_file(out_path, "--output_file", overwrite=bool(s["overwrite"]))
+        validate.output_file(out_path, "--output_file", overwrite=s.overwrite)
     # Read the input and the vocabulary before loading the model: a bad file costs no model load.
-    examples = _read_file(s["input_file"]) if s["input_file"] is not None else None
+    examples = _read_file(s.input_file) if s.input_file is not None else None
     if examples == []:
-        raise UserError(f"--input_file {s['input_file']} holds no examples; give one input per line")
-    if s["mode"] == "score" and examples is not None:
+        raise UserError(f"--input_file {s.input_file} holds no examples; give one input per line")
+    if s.mode == "score" and examples is not None:
         _require_targets(examples, "targets")
-    vocab = _load_vocab(s["vocab"], None) if s["vocab"] is not None else None
+    from mesh_t5.vocab import load_vocabulary
+
+    vocab = load_vocabulary(s.vocab) if s.vocab is not None else None
 
     from mesh_t5 import inference  # imports jax: after the flags are known to be sane
     from mesh_t5.model import T5Model
 
     models = [
-        T5Model.from_pretrained(c, mesh_shape=s["mesh_shape"], layout_rules=s["layout_rules"])
-        for c in checkpoints
+        T5Model.from_pretrained(c, mesh_shape=s.mesh_shape, layout_rules=s.layout_rules) for c in checkpoints
     ]
     check_ensemble(models, checkpoints)
     model, params_list = models[0], [m.params for m in models]
-    if vocab is None:
-        vocab = _load_vocab(None, model)
-    if s["task"] is not None:
-        examples, vocab = _read_task(s["task"], s["split"], vocab)
+    if vocab is None and model.vocab_path:  # else the task may supply one
+        vocab = model.get_vocabulary()
+    if s.task is not None:
+        examples, vocab = _read_task(s.task, s.split, vocab)
     if vocab is None:
         raise UserError(
             f"{checkpoints[0]} has no vocabulary; pass --vocab=byte or a SentencePiece .model file"
         )
     validate.vocabulary_fits(vocab, model.config.vocab_size, "the vocabulary")
-    if s["limit"] is not None:
-        examples = examples[: s["limit"]]
+    if s.limit is not None:
+        examples = examples[: s.limit]
     for ex in examples:
         ex.setdefault("input_ids", inference.tokenize(vocab, [ex["inputs"]])[0])
         if "targets" in ex:
             ex.setdefault("target_ids", inference.tokenize(vocab, [ex["targets"]], "targets")[0])
 
-    common = dict(max_input_length=s["max_input_length"], batch_size=s["batch_size"])
+    common = dict(max_input_length=s.max_input_length, batch_size=s.batch_size, layout=model.layout)
     inputs = [ex["input_ids"] for ex in examples]
-    if s["mode"] == "score":
+    if s.mode == "score":
         _require_targets(examples, "target_ids")
+        targets = [ex["target_ids"] for ex in examples]
         scores = inference.score_ids(
-            model.config, params_list, inputs, [ex["target_ids"] for ex in examples],
-            max_target_length=s["max_target_length"], layout=model.layout, **common,
-        )  # fmt: skip
+            model.config, params_list, inputs, targets, max_target_length=s.max_target_length, **common
+        )
         outputs = None
     else:
-        ids, scores = inference.generate_ids(
-            model.config, params_list, inputs, layout=model.layout,
-            max_decode_length=s["max_decode_length"], beam_size=s["beam_size"], alpha=s["alpha"],
-            temperature=s["temperature"], top_k=s["top_k"], top_p=s["top_p"], seed=s["seed"], **common,
-        )  # fmt: skip
+        ids, scores = inference.generate_ids(model.config, params_list, inputs, s.decode_options(), **common)
         outputs = vocab.decode_batch(ids.tolist())
 
-    out = _open_output(out_path, s["overwrite"])
+    out = _open_output(out_path, s.overwrite)
     try:
         for i, ex in enumerate(examples):
             record: dict[str, Any] = {k: ex[k] for k in ("task", "index") if k in ex}
@@ -310,5 +264,5 @@ def main(argv: Sequence[str]) -> int:
         if out is not sys.stdout:
             out.close()
     if out is not sys.stdout:
-        print(f"mesh-t5 infer: wrote {len(examples)} {s['mode']} results to {out_path}", file=sys.stderr)
+        print(f"mesh-t5 infer: wrote {len(examples)} {s.mode} results to {out_path}", file=sys.stderr)
     return 0

@@ -53,7 +53,7 @@ def _model_config(args: argparse.Namespace, bindings: list[str]) -> tuple[T5Conf
         return config, args.model
     if not args.gin_file:
         raise UserError("no model given; pass --gin_file=models/t5_3B.gin (or --model=t5-3b)")
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+    gin_utils.configure(args, bindings)
     reference = gin_utils.query_macro("MODEL_CONFIG")
     config = reference.scoped_configurable_fn() if hasattr(reference, "scoped_configurable_fn") else reference
     if not isinstance(config, T5Config):
@@ -63,8 +63,7 @@ def _model_config(args: argparse.Namespace, bindings: list[str]) -> tuple[T5Conf
 
 
 def main(argv: Sequence[str]) -> int:
-    rest, bindings = gin_utils.split_gin_bindings(argv)
-    args = build_parser().parse_args(rest)
+    args, bindings = gin_utils.parse_flags(build_parser(), argv)
     for flag in ("batch_size", "input_length", "target_length"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag}={getattr(args, flag)} must be >= 1")

@@ -10,7 +10,7 @@ from typing import Any
 
 import gin
 
-from mesh_t5 import gin_utils, optim, validate
+from mesh_t5 import gin_utils, optim
 from mesh_t5 import train as train_lib
 from mesh_t5.errors import UserError
 
@@ -49,19 +49,14 @@ the paper's experiments: --experiment=NAME [--stage=pretrain|finetune|train] put
   flags come after it and win, so they change one factor.
 """
 
-# The gin-wrapped library functions (calling the wrapper applies the bindings).
-CONFIGURABLES: dict[str, Any] = {}
-
-
-def register_configurables() -> None:
-    """Makes the training library configurable by gin (once per process)."""
-    if CONFIGURABLES:
-        return
-    CONFIGURABLES["train"] = gin.external_configurable(train_lib.train, "train")
-    gin.external_configurable(optim.rsqrt_schedule, "rsqrt_schedule")
-    gin.external_configurable(optim.constant_schedule, "constant_schedule")
-    gin.external_configurable(optim.linear_warmup_decay_schedule, "linear_warmup_decay_schedule")
-    gin.external_configurable(optim.make_optimizer, "optimizer")
+# The library functions `train` exposes to gin, by gin name.
+CONFIGURABLES: dict[str, Any] = {
+    "train": train_lib.train,
+    "rsqrt_schedule": optim.rsqrt_schedule,
+    "constant_schedule": optim.constant_schedule,
+    "linear_warmup_decay_schedule": optim.linear_warmup_decay_schedule,
+    "optimizer": optim.make_optimizer,
+}
 
 
 def experiment_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -81,61 +76,18 @@ def experiment_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return [f"--gin_file={f}" for f in files] + rest, required
 
 
-def parse_args(prog: str, help_text: str, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """Returns (argparse namespace with gin_file/gin_search_paths, gin bindings)."""
-    rest, bindings = gin_utils.split_gin_bindings(argv)
-    parser = validate.ArgumentParser(
-        prog=prog, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    gin_utils.add_gin_flags(parser)
-    args, unknown = parser.parse_known_args(rest)
-    if unknown:
-        raise UserError(
-            f"unknown flag {unknown[0]!r}; use --gin_file, --gin_search_paths or --gin.NAME=VALUE"
-        )
-    if not args.gin_file:
-        raise UserError(
-            "no --gin_file given; pass a model and a run file, e.g. "
-            "--gin_file=models/tiny.gin --gin_file=runs/pretrain.gin"
-        )
-    return args, bindings
-
-
-def configure(args: argparse.Namespace, bindings: Sequence[str], required: Sequence[str]) -> None:
-    """Parses the gin files and bindings; reports a missing required macro by name."""
-    gin.clear_config()  # also unlocks a config an earlier command in this process finalized
-    register_configurables()
-    # Check the required macros before finalizing: gin's own finalize error names "NAME/gin.macro".
-    gin_utils.parse_gin(args.gin_file, bindings, args.gin_search_paths, finalize=False)
-    for name in required:
-        gin_utils.query_macro(name)
-    try:
-        gin.finalize()
-    except Exception as e:
-        raise UserError(
-            f"gin: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-        ) from None
-
-
-def call(configurable: Any) -> Any:
-    """Calls a gin-wrapped function; a UserError keeps only its first line (gin appends "In call to...")."""
-    try:
-        return configurable()
-    except UserError as e:
-        lines = str(e).strip().splitlines()
-        raise UserError(lines[0] if lines else type(e).__name__) from None
-
-
 def main(argv: Sequence[str]) -> int:
     """Runs `mesh-t5 train`; returns the exit status."""
     argv, experiment_macros = experiment_flags(argv)
     try:
-        args, bindings = parse_args("mesh-t5 train", HELP, argv)
+        args, bindings = gin_utils.parse_gin_flags("mesh-t5 train", HELP, argv)
     except SystemExit as e:  # --help, or argparse's own usage error
         return int(e.code or 0)
-    configure(args, bindings, [*experiment_macros, *REQUIRED_MACROS])
+    configurables = gin_utils.configure(
+        args, bindings, CONFIGURABLES, required=[*experiment_macros, *REQUIRED_MACROS]
+    )
     model_dir = str(gin_utils.query_macro("MODEL_DIR"))
-    result = call(CONFIGURABLES["train"])
+    result = gin_utils.call(configurables["train"])
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
         f.write(gin.operative_config_str())

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from mesh_t5 import inference, layouts, network, optim, steps
-from mesh_t5.config import T5Config
+from mesh_t5.config import DecodeOptions, T5Config
 
 # Compile time dominates on a tiny model: skip most XLA optimisations (both sides alike).
 jax.config.update("jax_disable_most_optimizations", True)
@@ -89,7 +89,7 @@ def run(layout: layouts.Layout | None, optimizer, batch_np):
         CONFIG,
         [state["params"]],
         batch_np["encoder_input_tokens"],
-        max_decode_length=DECODE_LENGTH,
+        DecodeOptions(max_decode_length=DECODE_LENGTH),
         layout=layout,
     )
     specs = {
