@@ -158,3 +158,19 @@ def test_stale_or_incomplete_cache_refused_with_one_line(cached):
     finally:
         (out / TASK / "COMPLETED").write_text("")
     assert examples(data.get_task(TASK), "validation", use_cached=True)
+
+
+def test_train_reads_caches_by_a_gin_binding(cached, tmp_path, capsys):
+    # A task without a cache: `mesh-t5 train` with the binding refuses it in one line before making anything.
+    register(name="test_uncached_task")
+    try:
+        code = cli.main([
+            "train", "--gin_file=models/tiny.gin", "--gin_file=runs/pretrain.gin", f"--gin.MODEL_DIR={tmp_path}/run",
+            "--gin.MIXTURE_OR_TASK_NAME=test_uncached_task", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 12}",
+            "--gin.TRAIN_STEPS=1", "--gin.BATCH_SIZE=2", "--gin.get_dataset.use_cached=True",
+        ])  # fmt: skip
+    finally:
+        data.TaskRegistry.remove("test_uncached_task")
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "'test_uncached_task' has no cache" in err and "\n" not in err
+    assert not (tmp_path / "run").exists()

@@ -120,6 +120,7 @@ class C4Source(Source):
     def _read_file(path: str, offset: int) -> Iterator[dict]:
         import tensorflow as tf
 
-        for raw in tf.data.TFRecordDataset(path).skip(offset).as_numpy_iterator():
-            example = tf.train.Example.FromString(raw)
-            yield {k: v.bytes_list.value[0].decode("utf-8") for k, v in example.features.feature.items()}
+        for batch in tf.data.TFRecordDataset(path).skip(offset).batch(256).as_numpy_iterator():
+            for raw in batch:  # batches: tf.data's cost per element is paid once per 256 pages
+                example = tf.train.Example.FromString(raw)
+                yield {k: v.bytes_list.value[0].decode("utf-8") for k, v in example.features.feature.items()}

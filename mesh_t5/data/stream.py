@@ -258,19 +258,3 @@ class MixtureStream(Stream):
         self.done = set(state.get("done", ()))
         for n, s in self.streams.items():
             s.set_state(state["tasks"][n])
-
-
-class DropKeys(Stream):
-    """Yields the examples of an item stream without their keys."""
-
-    def __init__(self, upstream: Stream):
-        self.upstream = upstream
-
-    def __next__(self) -> dict:
-        return next(self.upstream)[1]
-
-    def get_state(self) -> dict:
-        return self.upstream.get_state()
-
-    def set_state(self, state: dict) -> None:
-        self.upstream.set_state(state)
