@@ -176,3 +176,21 @@ def test_a_state_restores_only_into_the_same_shard(tmp_path):
     ) as e:
         task.get_dataset("train", shard_index=1, num_shards=3).set_state(state)
     assert "\n" not in str(e.value)
+
+
+def test_hosts_share_out_only_the_repeated_records():
+    # Table 9's data repetition: the first 35 tokens are records 0-3 (the 4th cut to 5 bytes); on 2 hosts
+    # each repeats its half of those, not of the whole split (which would leave host 1 with nothing).
+    from mesh_t5.data import FunctionSource
+
+    docs = [f"{i:03d}" + "x" * 7 for i in range(50)]  # 10 bytes each
+    src = FunctionSource(lambda split: ({"text": d} for d in docs), ("train",), {"train": 50}, max_tokens=35)
+    task = Task("sharding_rep", src, [rekey({"targets": "text"}), tokenize], {"targets": Feature(VOCAB)})
+    seen = [
+        [
+            VOCAB.decode(e["targets"])
+            for e in task.get_dataset("train", shard_index=h, num_shards=2, num_epochs=2)
+        ]
+        for h in (0, 1)
+    ]
+    assert seen == [[docs[0], docs[1]] * 2, [docs[2], docs[3][:5]] * 2]
