@@ -389,13 +389,9 @@ class TfdsSource(Source):
         return f"TFDS {self.name!r} split {split!r} (data_dir={self.data_dir!r})"
 
     def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
-        pieces, files = self._pieces(split)
-        return read_files(
-            [hi - lo for _, lo, hi in pieces],
-            lambda f, offset: self._read_file(split, *pieces[f], offset, files),
-            start,
-            stop,
-        )
+        (pieces, files), read = self._pieces(split), self._read_file
+        lengths = [hi - lo for _, lo, hi in pieces]
+        return read_files(lengths, lambda f, offset: read(split, *pieces[f], offset, files), start, stop)
 
     def _read_file(
         self, split: str, name: str, lo: int, hi: int, offset: int, files: bool
