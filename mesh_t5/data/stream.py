@@ -165,7 +165,7 @@ class SourceStream(Stream):
 
     def set_state(self, state: dict) -> None:
         mine = [self.shard.start, self.shard.stop, self.shard.step]
-        # A state saved before "shard" was kept read by stride: it fits one shard, or a strided one.
+        # A state from before "shard" counted strided positions: it fits one shard, or a strided one.
         saved = state.get("shard", mine if self.shard.step == self.num_shards else "by stride")
         if saved != mine:
             raise UserError(
