@@ -61,6 +61,8 @@ class Source:
         """Yields the records at positions start..stop-1 of `split` (fewer if it ends first).
 
         Sources override it; this default serves a source that only overrides `iter_split`."""
+        if type(self).iter_split is Source.iter_split:
+            raise NotImplementedError(f"{type(self).__name__} must implement read(split, start, stop)")
         return itertools.islice(self.iter_split(split), start, stop)
 
     def shard_indices(
