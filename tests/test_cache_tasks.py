@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 
+import gin
 import numpy as np
 import pytest
 
@@ -118,8 +119,6 @@ def test_cached_task_seeks_and_resumes(cached, monkeypatch):
                                  value=lambda r: "dropped" if cache.DROPPED in r else r["targets"].tolist())  # fmt: skip
     assert [i for i, r in enumerate(full) if r == "dropped"] == [7, 14]
     # The pipeline's saved position restores exactly, across shard files, with the gin binding train uses.
-    import gin
-
     gin.parse_config("get_dataset.use_cached = True")
     try:
         for kw in ({}, {"shard_index": 1, "num_shards": 2}):
@@ -171,6 +170,7 @@ def test_train_reads_caches_by_a_gin_binding(cached, tmp_path, capsys):
         ])  # fmt: skip
     finally:
         data.TaskRegistry.remove("test_uncached_task")
+        gin.clear_config()  # the command leaves its bindings: get_dataset.use_cached would outlive the test
     err = capsys.readouterr().err.strip()
     assert code != 0 and "'test_uncached_task' has no cache" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
