@@ -126,18 +126,11 @@ def fingerprint(task: Any) -> str:
 
 def to_json(example: dict) -> dict:
     """An example as JSON values (numpy arrays -> lists, numpy scalars -> Python)."""
-    out = {}
-    for k, v in example.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        out[k] = v
-    return out
+    return {k: v.tolist() if isinstance(v, np.ndarray | np.generic) else v for k, v in example.items()}
 
 
-def find_cache(task: Any) -> str:
-    """Returns the directory of the task's valid cache; UserError (one line) if none, incomplete or stale."""
+def cached_source(task: Any) -> CachedSource:
+    """Returns the task's valid cache as a source; UserError (one line) if none, incomplete or stale."""
     candidates = [os.path.join(d, task.name) for d in cache_dirs()]
     found = [c for c in candidates if os.path.isdir(c)]
     if not found:
@@ -162,7 +155,7 @@ def find_cache(task: Any) -> str:
             f"the cache of task {task.name!r} in {directory!r} is stale: the task's source, preprocessors "
             "or vocabulary changed since it was built; rebuild it with `mesh-t5 cache_tasks`"
         )
-    return directory
+    return CachedSource(directory, info, task.output_features)
 
 
 DROPPED = "__dropped_by_a_cached_preprocessor__"
@@ -216,10 +209,3 @@ class CachedSource(Source):
                     if name in ex:
                         ex[name] = np.asarray(ex[name], dtype=np.int32)
                 yield ex
-
-
-def cached_source(task: Any) -> CachedSource:
-    directory = find_cache(task)
-    with open(os.path.join(directory, INFO_FILE), encoding="utf-8") as f:
-        info = json.load(f)
-    return CachedSource(directory, info, task.output_features)
