@@ -148,6 +148,15 @@ def test_pages_lines_and_counters(built, corpus):
     }
     assert read_split(out, "validation") == {validation_url(): good("valid")}
     info = json.loads((out / "c4_info.json").read_text())
+    for split, shards in (("train", 8), ("validation", 1)):  # the readers seek by the pages per shard
+        assert info["splits"][split].pop("shard_lengths") == [
+            len(
+                gzip.decompress(
+                    (out / f"c4-{split}-{i:05d}-of-{shards:05d}.jsonl.gz").read_bytes()
+                ).splitlines()
+            )
+            for i in range(shards)
+        ]
     assert info["splits"] == {
         "train": {"num_examples": 5, "num_shards": 8},
         "validation": {"num_examples": 1, "num_shards": 1},
@@ -213,15 +222,22 @@ def test_user_errors_one_line_and_nothing_created(built, tmp_path):
     assert code == 2 and "--language=xx" in stderr and stderr.count("\n") == 1
 
 
-def test_output_is_a_task_source(built):
-    from mesh_t5.data.c4_output import C4Source
+def test_output_is_a_task_source(built, monkeypatch):
+    from test_data_sharding import check_hosts_and_seeks
+
+    from mesh_t5.data import c4_output
 
     out, *_ = built
-    source = C4Source(str(out))
+    source = c4_output.C4Source(str(out))
     assert source.num_examples("train") == 5 and source.num_examples("validation") == 1
     examples = list(source.iter_split("train"))
     assert {ex["url"]: ex["text"] for ex in examples} == read_split(out, "train")
     assert set(examples[0]) == {"url", "text", "timestamp"}
+    lengths = source.info["splits"]["train"]["shard_lengths"]  # hosts read their shards, seeking by these
+    urls = check_hosts_and_seeks(
+        c4_output, source, "train", lengths, range(5), monkeypatch, lambda r: r["url"]
+    )
+    assert urls == [ex["url"] for ex in examples]
 
 
 def test_output_trains_a_tiny_model_with_span_corruption(built, tmp_path):

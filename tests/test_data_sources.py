@@ -41,14 +41,14 @@ def test_text_line_source_globs_splits_and_invalid_utf8(tmp_path, caplog):
     (tmp_path / "a-1.txt").write_bytes(b"third\n\xff\xfe broken\nfourth\n")
     (tmp_path / "v.txt").write_text("val\n")
     src = TextLineSource({"train": str(tmp_path / "a-*.txt"), "validation": str(tmp_path / "v.txt")})
-    assert src.num_examples("train") == 4 and src.num_examples("validation") == 1
+    assert src.num_examples("train") == 5 and src.num_examples("validation") == 1  # records, as TFDS counts
     task = _task("src_lines", src)
     with caplog.at_level(logging.WARNING, logger="mesh_t5.data"):
         got = [e["inputs_pretokenized"] for e in task.get_dataset("train")]
     assert got == ["first", "second", "third", "fourth"]
     assert src.dropped[("train", "a line with invalid UTF-8")] == 1
     assert "a-1.txt:2" in caplog.text
-    assert src.dropped[("train", "a line with invalid UTF-8")] == 1  # num_examples did not count it twice
+    assert src.dropped[("train", "a line with invalid UTF-8")] == 1  # num_examples did not read it
     ex = next(task.get_dataset("validation", sequence_length={"inputs": 3, "targets": 8}))
     assert ex["inputs"].tolist() == [*VOCAB.encode("va"), 1]  # trimmed to 2 tokens + EOS
     assert task.stats["truncated inputs"] == 1

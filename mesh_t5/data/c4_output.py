@@ -5,7 +5,7 @@ DIR/c4-train-00000-of-00008.jsonl.gz     one JSON object a line: {"url", "text",
 DIR/c4-train-00000-of-00008.tfrecord     the same pages as tf.train.Example (bytes features url/text/timestamp,
                                          TFDS c4's feature names), in the same order
 DIR/c4-validation-00000-of-00001.*       validation: md5(normalized url) % 1000 == 0, as TFDS c4
-DIR/c4_info.json                         pages per split, shard counts, the options and every counter;
+DIR/c4_info.json                         pages per split and per shard, the options and every counter;
                                          written last: a directory without it is not a finished run
 ```
 
@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 
-from mesh_t5.data.sources import Source
+from mesh_t5.data.sources import Source, read_files
 from mesh_t5.errors import UserError
 
 INFO_FILE = "c4_info.json"
@@ -80,8 +80,8 @@ def read_info(directory: str) -> dict:
 class C4Source(Source):
     """The pages of a `mesh-t5 c4` output directory as {"url", "text", "timestamp"} examples.
 
-    Reads the TFRecord shards in order (shard 0 first, URL order within a shard); sharding across
-    hosts is by stride, as the other sources. The directory is only looked at on first use.
+    Reads the TFRecord shards in order (shard 0 first, URL order within a shard), seeking by the shards'
+    page counts (c4_info.json). The directory is only looked at on first use.
     """
 
     def __init__(self, directory: str, *, max_tokens: int | None = None):
@@ -112,16 +112,15 @@ class C4Source(Source):
         n = int(self.info["splits"][split]["num_shards"])
         return [os.path.join(self.directory, shard_name(split, i, n, "tfrecord")) for i in range(n)]
 
-    def iter_split(
-        self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
-    ) -> Iterator[dict]:
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        files, lengths = self.files(split), self.info["splits"][split]["shard_lengths"]
+        return read_files(lengths, lambda f, offset: self._read_file(files[f], offset), start, stop)
+
+    @staticmethod
+    def _read_file(path: str, offset: int) -> Iterator[dict]:
         import tensorflow as tf
 
-        ds = tf.data.TFRecordDataset(self.files(split))
-        if num_shards > 1:
-            ds = ds.shard(num_shards, shard_index)
-        if start:
-            ds = ds.skip(start)
-        for raw in ds.as_numpy_iterator():
-            example = tf.train.Example.FromString(raw)
-            yield {k: v.bytes_list.value[0].decode("utf-8") for k, v in example.features.feature.items()}
+        for batch in tf.data.TFRecordDataset(path).skip(offset).batch(256).as_numpy_iterator():
+            for raw in batch:  # batches: tf.data's cost per element is paid once per 256 pages
+                example = tf.train.Example.FromString(raw)
+                yield {k: v.bytes_list.value[0].decode("utf-8") for k, v in example.features.feature.items()}

@@ -6,9 +6,12 @@ use_cached=True)` reads them back and runs only the preprocessors after `tokeniz
 objective stays online, seeded as before), so it gives exactly the uncached task's examples.
 
 ```
-DIR/<task>/<split>-00000-of-00004.jsonl.gz   one JSON object a line: {"index": source index, "example": {...}};
-                                             shard s holds the source indices i with i % num_shards == s, in order
-DIR/<task>/cache_info.json                   fingerprint, per split: examples, source examples, shards, tokens
+DIR/<task>/<split>-00000-of-00004.jsonl.gz   one JSON line per source record, in order: {"index": i, "example":
+                                             {...}}, or {"index": i} where a cached preprocessor dropped it, or
+                                             {"index": i, "unreadable": true} where the source did; the shards
+                                             hold consecutive ranges of the source's records
+DIR/<task>/cache_info.json                   fingerprint, per split: examples, source examples, shards and the
+                                             source records of each (`shard_lengths`: readers seek by them), tokens
 DIR/<task>/COMPLETED                         written last; a cache without it is refused
 ```
 
@@ -20,19 +23,20 @@ the random objective, keyed by source index, draws the same numbers with and wit
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import os
+import sys
 import types
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from mesh_t5.data.sources import Source, _shard
+from mesh_t5.data.sources import Source, read_files
 from mesh_t5.errors import UserError
 
 INFO_FILE = "cache_info.json"
@@ -57,10 +61,8 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
 
 def tokenize_stage(task: Any) -> int:
     """Returns the position of the task's `tokenize` preprocessor (what the cache stores up to)."""
-    from mesh_t5.data.registry import StreamPreprocessor
-
     for stage, p in enumerate(task.preprocessors):
-        if isinstance(p, StreamPreprocessor):
+        if hasattr(p, "stream"):  # a registry.StreamPreprocessor (the registry imports this module)
             break
         if getattr(p, "is_tokenize", False):
             if task.source.max_tokens is not None:
@@ -124,18 +126,11 @@ def fingerprint(task: Any) -> str:
 
 def to_json(example: dict) -> dict:
     """An example as JSON values (numpy arrays -> lists, numpy scalars -> Python)."""
-    out = {}
-    for k, v in example.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        out[k] = v
-    return out
+    return {k: v.tolist() if isinstance(v, np.ndarray | np.generic) else v for k, v in example.items()}
 
 
-def find_cache(task: Any) -> str:
-    """Returns the directory of the task's valid cache; UserError (one line) if none, incomplete or stale."""
+def cached_source(task: Any) -> CachedSource:
+    """Returns the task's valid cache as a source; UserError (one line) if none, incomplete or stale."""
     candidates = [os.path.join(d, task.name) for d in cache_dirs()]
     found = [c for c in candidates if os.path.isdir(c)]
     if not found:
@@ -150,12 +145,17 @@ def find_cache(task: Any) -> str:
         )
     with open(os.path.join(directory, INFO_FILE), encoding="utf-8") as f:
         info = json.load(f)
+    if any("shard_lengths" not in s for s in info["splits"].values()):
+        raise UserError(
+            f"the cache of task {task.name!r} in {directory!r} was written by an older mesh_t5 (no shard "
+            "lengths to seek by); rebuild it with `mesh-t5 cache_tasks`"
+        )
     if info["fingerprint"] != fingerprint(task):
         raise UserError(
             f"the cache of task {task.name!r} in {directory!r} is stale: the task's source, preprocessors "
             "or vocabulary changed since it was built; rebuild it with `mesh-t5 cache_tasks`"
         )
-    return directory
+    return CachedSource(directory, info, task.output_features)
 
 
 DROPPED = "__dropped_by_a_cached_preprocessor__"
@@ -169,7 +169,8 @@ def drop_placeholders(key: Any, example: dict) -> dict | None:
 class CachedSource(Source):
     """A task's cached, tokenized examples, with a placeholder `{DROPPED: True}` at each source index a
     cached preprocessor dropped: the placeholders take their places in the shuffle buffer (as the
-    dropped examples do without the cache) and `drop_placeholders` removes them after it."""
+    dropped examples do without the cache) and `drop_placeholders` removes them after it. Hosts shard
+    it as they shard the task's source (`Source.shard_indices`), so each reads the same examples."""
 
     def __init__(self, directory: str, info: dict, features: Any):
         super().__init__()
@@ -182,43 +183,29 @@ class CachedSource(Source):
     def num_examples(self, split: str) -> int | None:
         return int(self.info["splits"][split]["num_source_examples"])
 
-    def _all(self, split: str) -> Iterator[dict]:
-        n = int(self.info["splits"][split]["num_shards"])
-        with contextlib.ExitStack() as stack:
-            files = [
-                stack.enter_context(
-                    gzip.open(os.path.join(self.directory, shard_name(split, s, n)), "rt", encoding="utf-8")
-                )
-                for s in range(n)
-            ]
+    def shard_indices(
+        self, split: str, shard_index: int = 0, num_shards: int = 1, limit: int | None = None
+    ) -> range:
+        if self.info["splits"][split].get("stride_sharded") and num_shards > 1:  # as the sizeless source
+            return range(shard_index, sys.maxsize, num_shards)
+        return super().shard_indices(split, shard_index, num_shards, limit)
 
-            def read(s: int) -> dict | None:
-                line = next(files[s], None)
-                return json.loads(line) if line else None
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        lengths = self.info["splits"][split]["shard_lengths"]
+        return read_files(
+            lengths, lambda f, offset: self._read_file(split, f, len(lengths), offset), start, stop
+        )
 
-            pending = [read(s) for s in range(n)]  # the next record of each shard
-            for index in range(self.num_examples(split) or 0):
-                s = index % n
-                record = pending[s]
-                if record is None or record["index"] != index:
-                    yield {DROPPED: True}
+    def _read_file(self, split: str, shard: int, num_shards: int, offset: int) -> Iterator[dict | None]:
+        path = os.path.join(self.directory, shard_name(split, shard, num_shards))
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for line in itertools.islice(lines, offset, None):  # one line a record: skipping is not parsing
+                record = json.loads(line)
+                if "example" not in record:
+                    yield None if record.get("unreadable") else {DROPPED: True}
                     continue
-                pending[s] = read(s)
                 ex = record["example"]
                 for name in self.features:
                     if name in ex:
                         ex[name] = np.asarray(ex[name], dtype=np.int32)
                 yield ex
-
-    def iter_split(
-        self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
-    ) -> Iterator[dict]:
-        self.check_split(split)
-        return _shard(self._all(split), start, shard_index, num_shards)
-
-
-def cached_source(task: Any) -> CachedSource:
-    directory = find_cache(task)
-    with open(os.path.join(directory, INFO_FILE), encoding="utf-8") as f:
-        info = json.load(f)
-    return CachedSource(directory, info, task.output_features)

@@ -1,6 +1,6 @@
 """The Beam job behind `mesh-t5 cache_tasks`: one work item per (task, split, shard), each running the
-task's preprocessors up to `tokenize` over the source indices i with i % num_shards == shard and writing
-them to its shard file (layout and reading: `mesh_t5.data.cache`).
+task's preprocessors up to `tokenize` over the shard's consecutive source records (as a host reading shard
+`shard` of `num_shards` would) and writing them to its shard file (layout and reading: `mesh_t5.data.cache`).
 
 Workers find tasks by name: they import `modules` first (the modules that register them), so the job
 runs unchanged on Dataflow, Flink or Spark; on the DirectRunner in memory the registry is already there.
@@ -12,6 +12,7 @@ import gzip
 import importlib
 import io
 import json
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from apache_beam.metrics import Metrics
 
 from mesh_t5.data import cache
 from mesh_t5.data.c4_beam import query_counters
+from mesh_t5.data.stream import SourceStream
 from mesh_t5.errors import UserError
 
 NAMESPACE = "cache_tasks"
@@ -47,24 +49,40 @@ class CacheShardFn(beam.DoFn):
             split, seq_len=None, shuffle=False, seed=0, shard_index=shard, num_shards=num_shards,
             num_epochs=1, upto_tokenize=True,
         )  # fmt: skip
+        source = chain  # the SourceStream under the per-example stages up to tokenize
+        while not isinstance(source, SourceStream):
+            source = source.upstream
+        unreadable: set[int] = set()
+        source.on_drop = unreadable.add
+        indices = source.shard  # consecutive: `run` gives a sizeless source one shard
         buf, examples, tokens = io.BytesIO(), 0, dict.fromkeys(task.output_features, 0)
         with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as g:
+            done = indices.start
+
+            def write(record: dict) -> None:
+                g.write((json.dumps(record) + "\n").encode("utf-8"))
+
+            def skipped(upto: int) -> None:  # records dropped by the source or a cached preprocessor
+                for i in range(done, upto):
+                    write({"index": i, "unreadable": True} if i in unreadable else {"index": i})
+
             for (_, index), ex in chain:
-                g.write((json.dumps({"index": index, "example": cache.to_json(ex)}) + "\n").encode("utf-8"))
-                examples += 1
+                skipped(index)
+                write({"index": index, "example": cache.to_json(ex)})
+                done, examples = index + 1, examples + 1
                 for name in tokens:
                     tokens[name] += len(ex.get(name, ()))
+            end = indices.stop
+            if end == sys.maxsize:  # one shard: the whole split (counted if the source knows no size)
+                end = task.source.num_examples(split)
+                end = sum(1 for _ in task.source.iter_split(split)) if end is None else end
+            skipped(end)
         path = FileSystems.join(self.staging, task_name, cache.shard_name(split, shard, num_shards))
         with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             f.write(buf.getvalue())
-        source_examples = task.source.num_examples(split)
-        if source_examples is None:  # count this shard's source records (drops included)
-            source_examples = sum(1 for _ in task.source.iter_split(split, 0, shard, num_shards))
-        elif shard:
-            source_examples = 0  # the known total is counted once, by shard 0
         prefix = f"{task_name}/{split}/"
         Metrics.counter(NAMESPACE, prefix + "examples").inc(examples)
-        Metrics.counter(NAMESPACE, prefix + "source_examples").inc(source_examples)
+        Metrics.counter(NAMESPACE, prefix + f"shard_length/{shard}").inc(end - indices.start)
         for name, n in tokens.items():
             Metrics.counter(NAMESPACE, prefix + f"tokens/{name}").inc(n)
         yield path
@@ -95,7 +113,10 @@ def run(
         target = FileSystems.join(output, t.name)
         if FileSystems.exists(target):
             raise UserError(f"{target!r} exists; delete it to rebuild the cache of task {t.name!r}")
-    items = [(t.name, split, s, num_shards) for t in tasks for split in t.splits for s in range(num_shards)]
+    # Shards hold consecutive source records; a source that knows no size is cached in one shard.
+    sizes = {(t.name, split): t.source.num_examples(split) for t in tasks for split in t.splits}
+    shards = {k: 1 if n is None else max(1, min(num_shards, n)) for k, n in sizes.items()}
+    items = [(*k, s, n) for k, n in shards.items() for s in range(n)]
     staging = f"{output.rstrip('/')}.incomplete-{uuid.uuid4().hex[:8]}"
     FileSystems.mkdirs(staging)
     try:
@@ -109,7 +130,7 @@ def run(
                 | "CacheShards" >> beam.ParDo(CacheShardFn(modules, staging))
             )
         counters = query_counters(pipeline.result, NAMESPACE)
-        infos = {t.name: _info(t, fingerprints[t.name], counters, num_shards) for t in tasks}
+        infos = {t.name: _info(t, fingerprints[t.name], counters, shards, sizes) for t in tasks}
         if not FileSystems.exists(output):
             FileSystems.mkdirs(output)
         for t in tasks:
@@ -128,14 +149,18 @@ def run(
     return infos
 
 
-def _info(task: Any, fingerprint: str, counters: dict[str, int], num_shards: int) -> dict:
+def _info(task: Any, fingerprint: str, counters: dict[str, int], shards: dict, sizes: dict) -> dict:
     splits = {}
     for split in task.splits:
-        prefix = f"{task.name}/{split}/"
+        prefix, n = f"{task.name}/{split}/", shards[task.name, split]
+        lengths = [counters.get(prefix + f"shard_length/{s}", 0) for s in range(n)]
         splits[split] = {
             "num_examples": counters.get(prefix + "examples", 0),
-            "num_source_examples": counters.get(prefix + "source_examples", 0),
-            "num_shards": num_shards,
+            "num_source_examples": sum(lengths),
+            "num_shards": n,
+            "shard_lengths": lengths,
             "tokens": {name: counters.get(prefix + f"tokens/{name}", 0) for name in task.output_features},
         }
+        if sizes[task.name, split] is None:  # hosts shard the source by stride: the cache does the same
+            splits[split]["stride_sharded"] = True
     return {"task": task.name, "fingerprint": fingerprint, "splits": splits}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import gin
 import numpy as np
 
 from mesh_t5.data.feature_converters import ConvertedStream, FeatureConverter
@@ -65,6 +66,9 @@ def _task_stream(task: Task, split: str, lengths: Mapping[str, int], **kw) -> St
     return task.get_dataset(split, sequence_length=dict(lengths), **kw)
 
 
+# The one data setting a run's gin may bind (`--gin.get_dataset.use_cached=True`): the commands call
+# get_dataset with everything else spelled out.
+@gin.configurable("get_dataset", allowlist=["use_cached"])
 def get_dataset(
     mixture_or_task_name: str | Task | Mixture,
     task_feature_lengths: Mapping[str, int],
@@ -80,12 +84,14 @@ def get_dataset(
     *,
     pack_window: int = 8,
     loss_on_targets_only: bool = True,
+    use_cached: bool = False,
 ) -> BatchIterator:
     """Returns a resumable iterator of batches {feature: int32 [batch_size, length]} (t5x feature names).
 
     num_epochs=None repeats forever (training); with a number, the last batch is filled with zero rows.
     A mixture's split mixes its tasks that have that split (see `Mixture.rates`); in a finite pass a task
     that runs out leaves the mixture and the others go on, so every example of every task is given.
+    `use_cached`: every task reads its `mesh-t5 cache_tasks` cache (a missing or stale one is an error).
     """
     if batch_size < 1:
         raise UserError(f"batch_size={batch_size} must be >= 1")
@@ -95,8 +101,9 @@ def get_dataset(
         else get_mixture_or_task(mixture_or_task_name)
     )
     kw = dict(
-        shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs
-    )
+        shuffle=shuffle, seed=seed, shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs,
+        use_cached=use_cached,
+    )  # fmt: skip
     if isinstance(item, Task):
         examples: Stream = _task_stream(item, split, task_feature_lengths, **kw)
     else:

@@ -1,9 +1,13 @@
 """Data sources: TFDS datasets, text-line / TSV / JSONL files, and Python functions.
 
-A source yields raw example dicts (strings decoded to `str`) for a split, sharded by stride
-(example i goes to shard i % num_shards), from any start position, and knows its number of
-examples when it can. Invalid lines (bad UTF-8, wrong field count, bad JSON) are dropped,
-counted in `source.dropped[(split, reason)]` and reported in a warning naming the file.
+A split is records at positions 0..N-1 (an example's global index, the same on every host); `read` gives
+any range of them, file-backed sources skipping whole files by their record counts and seeking only inside
+the first file read, so starting at record 10^6 costs what starting at 0 does. An unreadable record (bad
+UTF-8, wrong field count, bad JSON) is yielded as None, keeping positions, counted in
+`source.dropped[(split, reason)]` and reported in a warning naming the file.
+Host i of n reads records [i*N//n, (i+1)*N//n) (`shard_indices`): only the files overlapping that range,
+sharing a file with the next host when there are fewer files than hosts; a source that knows no N (a
+FunctionSource without `num_examples`) is split by stride instead, every host reading it whole.
 
 `max_tokens` (any source): keep only the first N tokens of the split and repeat them
 (the paper's Table 9 data-repetition study); the task counts tokens after tokenization.
@@ -11,12 +15,14 @@ counted in `source.dropped[(split, reason)]` and reported in a warning naming th
 
 from __future__ import annotations
 
+import bisect
 import collections
 import glob
 import itertools
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +34,7 @@ log = logging.getLogger("mesh_t5.data")
 
 
 class Source:
-    """Base class: `iter_split`, `num_examples`, `splits`, `describe`."""
+    """Base class: `splits`, `read`, `num_examples` (when known without reading), `describe`."""
 
     def __init__(self, max_tokens: int | None = None):
         if max_tokens is not None and max_tokens < 1:
@@ -48,17 +54,46 @@ class Source:
             )
 
     def num_examples(self, split: str) -> int | None:
-        """Returns the number of examples of `split`, or None when unknown without reading it."""
+        """Returns the number of records of `split`, or None when unknown without reading it."""
         return None
+
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        """Yields the records at positions start..stop-1 of `split` (fewer if it ends first).
+
+        Sources override it; this default serves a source that only overrides `iter_split`."""
+        if type(self).iter_split is Source.iter_split:
+            raise NotImplementedError(f"{type(self).__name__} must implement read(split, start, stop)")
+        return itertools.islice(self.iter_split(split), start, stop)
+
+    def shard_indices(
+        self, split: str, shard_index: int = 0, num_shards: int = 1, limit: int | None = None
+    ) -> range:
+        """Returns the positions shard `shard_index` of `num_shards` reads, in order (module docstring);
+        `limit`: only the first `limit` records are shared out (the data-repetition study)."""
+        if num_shards == 1:
+            return range(0, sys.maxsize)
+        n = self.num_examples(split)
+        if n is None:
+            if ("stride", split) not in self._warned:
+                self._warned.add(("stride", split))
+                log.info("%s knows no size: each host reads it whole and keeps every %d-th record",
+                         self.describe(split), num_shards)  # fmt: skip
+            return range(shard_index, sys.maxsize, num_shards)
+        n = n if limit is None else min(n, limit)
+        return range(shard_index * n // num_shards, (shard_index + 1) * n // num_shards)
+
+    def read_range(self, split: str, indices: range) -> Iterator[dict | None]:
+        """Yields the records at `indices` (a `shard_indices` range, or a tail of one)."""
+        if indices.step == 1:
+            return self.read(split, indices.start, indices.stop)
+        return itertools.islice(self.read(split, 0, sys.maxsize), indices.start, None, indices.step)
 
     def iter_split(
         self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
-    ) -> Iterator[dict]:
-        """Yields the examples of shard `shard_index` of `split`, from the shard's `start`-th example.
-
-        A source may yield None for a record it dropped (counted) so that positions stay aligned.
-        """
-        raise NotImplementedError
+    ) -> Iterator[dict | None]:
+        """Yields the records of shard `shard_index` of `split`, from the shard's `start`-th one."""
+        self.check_split(split)
+        return self.read_range(split, self.shard_indices(split, shard_index, num_shards)[start:])
 
     def describe(self, split: str) -> str:
         return type(self).__name__
@@ -70,9 +105,26 @@ class Source:
             log.warning("dropping %s at %s (split %r); counted in source.dropped", reason, where, split)
 
 
-def _shard(it: Iterable[Any], start: int, shard_index: int, num_shards: int) -> Iterator[Any]:
-    """Yields every num_shards-th item from shard_index, skipping the first `start` of them."""
-    return itertools.islice(it, shard_index + start * num_shards, None, num_shards)
+def read_files(
+    lengths: Sequence[int], read_file: Callable[[int, int], Iterable[Any]], start: int, stop: int
+) -> Iterator[Any]:
+    """Yields records start..stop-1 of files holding `lengths` records, `read_file(file, offset)` reading
+    one file from an offset: the files before `start` are skipped by their lengths, unopened."""
+    ends = list(itertools.accumulate(lengths))
+    f = bisect.bisect_right(ends, start)
+    while f < len(ends) and start < stop:
+        end = min(stop, ends[f])
+        yield from itertools.islice(read_file(f, start - (ends[f] - lengths[f])), end - start)
+        start, f = end, f + 1
+
+
+def count_lines(path: str) -> int:
+    """Returns the number of lines of a file (a last line without a newline counts), by its newlines."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n, last = n + chunk.count(b"\n"), chunk[-1:]
+    return n + (last != b"\n")
 
 
 class FileSource(Source):
@@ -90,7 +142,7 @@ class FileSource(Source):
             k: [v] if isinstance(v, str | os.PathLike) else list(v) for k, v in split_to_filepattern.items()
         }
         self.skip_header_lines = skip_header_lines
-        self._counts: dict[str, int] = {}
+        self._lengths: dict[str, list[int]] = {}
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -113,33 +165,35 @@ class FileSource(Source):
     def parse(self, line: str, where: str, split: str) -> dict | None:
         raise NotImplementedError
 
-    def _examples(self, split: str) -> Iterator[dict]:
-        for path in self.files(split):
-            with open(path, "rb") as f:
-                for lineno, raw in enumerate(f, 1):
-                    if lineno <= self.skip_header_lines:
-                        continue
-                    where = f"{path}:{lineno}"
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError:
-                        self._drop(split, "a line with invalid UTF-8", where)
-                        continue
-                    ex = self.parse(line.rstrip("\r\n"), where, split)
-                    if ex is not None:
-                        yield ex
-
-    def iter_split(
-        self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
-    ) -> Iterator[dict]:
-        return _shard(self._examples(split), start, shard_index, num_shards)
+    def file_lengths(self, split: str) -> list[int]:
+        """Returns the records (lines after the header lines) of each file of `split`, counted once."""
+        if split not in self._lengths:
+            self._lengths[split] = [
+                max(0, count_lines(path) - self.skip_header_lines) for path in self.files(split)
+            ]
+        return self._lengths[split]
 
     def num_examples(self, split: str) -> int | None:
-        if split not in self._counts:
-            saved = collections.Counter(self.dropped)
-            self._counts[split] = sum(1 for _ in self._examples(split))
-            self.dropped = saved  # counting is not reading: do not count drops twice
-        return self._counts[split]
+        return sum(self.file_lengths(split))
+
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        files = self.files(split)
+        return read_files(
+            self.file_lengths(split), lambda f, offset: self._read_file(split, files[f], offset), start, stop
+        )
+
+    def _read_file(self, split: str, path: str, offset: int) -> Iterator[dict | None]:
+        first = self.skip_header_lines + offset
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(itertools.islice(f, first, None), first + 1):
+                where = f"{path}:{lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._drop(split, "a line with invalid UTF-8", where)
+                    yield None
+                    continue
+                yield self.parse(line.rstrip("\r\n"), where, split)
 
 
 class TextLineSource(FileSource):
@@ -214,11 +268,8 @@ class FunctionSource(Source):
     def describe(self, split: str) -> str:
         return f"{getattr(self.fn, '__name__', 'function')}({split!r})"
 
-    def iter_split(
-        self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
-    ) -> Iterator[dict]:
-        self.check_split(split)
-        return _shard((dict(ex) for ex in self.fn(split)), start, shard_index, num_shards)
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        return itertools.islice((dict(ex) for ex in self.fn(split)), start, stop)
 
 
 def _to_python(value: Any, split: str, source: Source, where: str) -> Any:
@@ -259,6 +310,7 @@ class TfdsSource(Source):
             else ({s: s for s in splits} if splits is not None else None)
         )
         self._builder = None
+        self._files: dict[str, tuple[list[tuple[str, int, int]], bool]] = {}
 
     @property
     def builder(self) -> Any:
@@ -306,34 +358,54 @@ class TfdsSource(Source):
         except AssertionError:  # TFDS asserts that the prepared data directory exists
             raise self._not_prepared() from None
 
+    def _pieces(self, split: str) -> tuple[list[tuple[str, int, int]], bool]:
+        """Returns ([(TFDS split, from, to)] one per file of the prepared data the split covers, True), or
+        ([(split expression, 0, N)], False) when TFDS knows no files (tfds.testing.mock_data)."""
+        if split not in self._files:
+            import tensorflow_datasets as tfds
+
+            expr, infos = self._tfds_split(split), self.builder.info.splits
+            try:
+                pieces = []
+                for ins in tfds.core.ReadInstruction.from_spec(expr).to_absolute(infos):
+                    info = infos[ins.splitname]
+                    lo, hi = ins.from_ or 0, info.num_examples if ins.to is None else ins.to
+                    edges = [0, *itertools.accumulate(info.shard_lengths)]
+                    pieces += [
+                        (ins.splitname, max(a, lo), min(b, hi))
+                        for a, b in itertools.pairwise(edges)
+                        if a < hi and lo < b
+                    ]
+                self._files[split] = pieces, True
+            except (KeyError, ValueError):
+                n = int(self._as_dataset(expr).cardinality())
+                self._files[split] = [(expr, 0, n if n >= 0 else sys.maxsize)], False
+        return self._files[split]
+
     def num_examples(self, split: str) -> int | None:
-        """Returns the split's size from the builder's split info, else from the dataset's cardinality."""
-        tfds_split = self._tfds_split(split)
-        try:
-            return int(self.builder.info.splits[tfds_split].num_examples)
-        except (KeyError, ValueError):
-            pass
-        n = int(self._as_dataset(tfds_split).cardinality())
-        return n if n >= 0 else None
+        pieces, _ = self._pieces(split)
+        n = sum(hi - lo for _, lo, hi in pieces)
+        return n if n < sys.maxsize else None
 
     def describe(self, split: str) -> str:
         return f"TFDS {self.name!r} split {split!r} (data_dir={self.data_dir!r})"
 
-    def iter_split(
-        self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1
-    ) -> Iterator[dict]:
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        (pieces, files), read = self._pieces(split), self._read_file
+        lengths = [hi - lo for _, lo, hi in pieces]
+        return read_files(lengths, lambda f, offset: read(split, *pieces[f], offset, files), start, stop)
+
+    def _read_file(
+        self, split: str, name: str, lo: int, hi: int, offset: int, files: bool
+    ) -> Iterator[dict | None]:
         import tensorflow_datasets as tfds
 
-        tfds_split = self._tfds_split(split)
-        ds = self._as_dataset(tfds_split)
-        if num_shards > 1:
-            ds = ds.shard(num_shards, shard_index)
-        if start:
-            ds = ds.skip(start)
-        where = f"TFDS {self.name} {tfds_split}"
+        # TFDS turns "train[a:b]" into file instructions: it skips records only inside the file of `a`.
+        ds = self._as_dataset(f"{name}[{lo + offset}:{hi}]") if files else self._as_dataset(name).skip(offset)
+        where = f"TFDS {self.name} {name}"
         for ex in tfds.as_numpy(ds):
             try:
                 yield _to_python(ex, split, self, where)
             except UnicodeDecodeError:
                 self._drop(split, "an example with invalid UTF-8", where)
-                yield None  # keeps positions aligned with ds.skip() on restore
+                yield None

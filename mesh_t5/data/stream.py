@@ -11,6 +11,7 @@ Items flowing through a task's stages are `(key, example)` pairs; `key` is a tup
 from __future__ import annotations
 
 import logging
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from mesh_t5.errors import UserError
 log = logging.getLogger("mesh_t5.data")
 
 Key = tuple[int, ...]
+_END = object()
 Item = tuple[Key, dict[str, Any]]
 
 
@@ -86,35 +88,40 @@ class SourceStream(Stream):
         self._buffer: list[tuple[int, dict]] = []
         self._it: Iterator[dict] | None = None
         self._exhausted = False
+        self._shard: range | None = None
+        self.on_drop: Callable[[int], None] | None = None  # told the index of each record the source dropped
+
+    @property
+    def shard(self) -> range:
+        """The global indices this shard reads, in order (`Source.shard_indices`)."""
+        if self._shard is None:
+            self._shard = self.source.shard_indices(self.split, self.shard_index, self.num_shards, self.limit)
+        return self._shard
 
     def _global_index(self, local: int) -> int:
-        return local * self.num_shards + self.shard_index
+        return self.shard[local] if local < len(self.shard) else sys.maxsize
 
     def _open(self, start: int) -> None:
-        self._it = iter(self.source.iter_split(self.split, start, self.shard_index, self.num_shards))
+        self._it = iter(self.source.read_range(self.split, self.shard[start:]))
         self._exhausted = False
 
     def _read(self) -> tuple[int, dict] | None:
         if self._it is None:
             self._open(self.pos)
-        if self._exhausted:
-            return None
-        if self.limit is not None and self._global_index(self.pos) >= self.limit:
-            self._exhausted = True
-            return None
-        while True:
-            try:
-                ex = next(self._it)  # type: ignore[arg-type]
-            except StopIteration:
-                self._exhausted = True
-                return None
+        while not self._exhausted:
             idx = self._global_index(self.pos)
+            if idx == sys.maxsize or (self.limit is not None and idx >= self.limit):
+                break
+            ex = next(self._it, _END)  # type: ignore[arg-type]
+            if ex is _END:
+                break
             self.pos += 1
-            if ex is not None:  # None: a record the source dropped (and counted)
+            if ex is not None:
                 return idx, ex
-            if self.limit is not None and self._global_index(self.pos) >= self.limit:
-                self._exhausted = True
-                return None
+            if self.on_drop is not None:  # None: a record the source dropped (and counted)
+                self.on_drop(idx)
+        self._exhausted = True
+        return None
 
     def __next__(self) -> Item:
         while True:
@@ -153,17 +160,26 @@ class SourceStream(Stream):
             "pos": self.pos,
             "emitted": self.emitted,
             "buffer": [i for i, _ in self._buffer],
+            "shard": [self.shard.start, self.shard.stop, self.shard.step],
         }
 
     def set_state(self, state: dict) -> None:
+        mine = [self.shard.start, self.shard.stop, self.shard.step]
+        # A state from before "shard" counted strided positions: it fits one shard, or a strided one.
+        saved = state.get("shard", mine if self.shard.step == self.num_shards else "by stride")
+        if saved != mine:
+            raise UserError(
+                f"task {self.name!r}: the saved data position is for records {saved} of split {self.split!r} "
+                f"but this process reads {mine}; resume with the same data and number of hosts"
+            )
         self.epoch, self.pos, self.emitted = int(state["epoch"]), int(state["pos"]), int(state["emitted"])
         wanted = [int(i) for i in state["buffer"]]
         self._buffer = []
         if wanted:
             # Re-read the buffered examples: they lie between the oldest buffered index and `pos`.
-            first_local = (min(wanted) - self.shard_index) // self.num_shards
+            first_local = self.shard.index(min(wanted))
             found: dict[int, dict] = {}
-            it = iter(self.source.iter_split(self.split, first_local, self.shard_index, self.num_shards))
+            it = iter(self.source.read_range(self.split, self.shard[first_local:]))
             want = set(wanted)
             for local in range(first_local, self.pos):
                 ex = next(it)
@@ -242,19 +258,3 @@ class MixtureStream(Stream):
         self.done = set(state.get("done", ()))
         for n, s in self.streams.items():
             s.set_state(state["tasks"][n])
-
-
-class DropKeys(Stream):
-    """Yields the examples of an item stream without their keys."""
-
-    def __init__(self, upstream: Stream):
-        self.upstream = upstream
-
-    def __next__(self) -> dict:
-        return next(self.upstream)[1]
-
-    def get_state(self) -> dict:
-        return self.upstream.get_state()
-
-    def set_state(self, state: dict) -> None:
-        self.upstream.set_state(state)
