@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pathlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,9 @@ import pytest
 
 from mesh_t5 import network
 from mesh_t5.config import T5Config
+
+# Programs some tests run in a fresh process (tests/scripts/README.md).
+SCRIPTS = pathlib.Path(__file__).parent / "scripts"
 
 
 def tiny_config(**overrides: object) -> T5Config:

@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import SCRIPTS
 
 from mesh_t5 import checkpoints, cli, export, inference, network
 from mesh_t5.config import DecodeOptions, T5Config
@@ -27,26 +28,6 @@ TEXTS = [
     "a much longer input about cats and dogs and parks and mats that gets cut to the length",
 ]
 MAX_INPUT, MAX_DECODE = 12, 10
-
-LOADER = r"""
-import json, sys
-sys.modules["jax"] = sys.modules["jaxlib"] = sys.modules["mesh_t5"] = None  # must not be needed
-import tensorflow as tf
-import tensorflow_text  # noqa: F401 - registers the SentencePiece ops
-texts = json.loads(sys.argv[2])
-result = {}
-for name in sys.argv[1].split(","):
-    model = tf.saved_model.load(name)
-    serve, score = model.signatures["serving_default"], model.signatures["score"]
-    runs = []
-    for batch in (texts[:1], texts) if "greedy" in name else (texts,):
-        out = serve(inputs=tf.constant(batch))
-        runs.append([[s.decode() for s in out["outputs"].numpy()], out["scores"].numpy().tolist()])
-    scored = score(inputs=tf.constant(texts), targets=tf.constant(runs[-1][0]))["scores"].numpy().tolist()
-    result[name] = {"runs": runs, "score": scored, "outer_dim": serve.structured_outputs["outputs"].shape.as_list()}
-loaded = sorted(k for k, v in sys.modules.items() if v is not None and k.split(".")[0] in ("jax", "jaxlib", "mesh_t5"))
-print(json.dumps({"result": result, "loaded": loaded}))
-"""
 
 
 def _corpus() -> list[str]:
@@ -109,7 +90,7 @@ def exported(tmp_path_factory):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, "-c", LOADER, ",".join(dirs.values()), json.dumps(TEXTS)],
+        [sys.executable, str(SCRIPTS / "load_saved_models.py"), ",".join(dirs.values()), json.dumps(TEXTS)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

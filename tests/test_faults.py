@@ -27,6 +27,7 @@ DRIVER = HERE / "fault_driver.py"
 STEPS = 12
 sys.path.insert(0, str(HERE))
 import fault_driver  # noqa: E402
+from conftest import SCRIPTS  # noqa: E402
 
 CONFIG = get_model_config("tiny")  # = models/tiny.gin, what fault_driver.py trains
 ABSTRACT = steps.abstract_state(CONFIG, optim.make_optimizer())
@@ -423,9 +424,11 @@ def test_tensorflow_start_up_is_quiet():
     # TF 2.21 prints cudart/cuInit/CPU-feature lines through absl's C++ logging, some before it reads
     # TF_CPP_MIN_LOG_LEVEL; `mesh-t5` (without --verbose) imports it with those silenced.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "MESH_T5_"))}
-    code = (
-        "from mesh_t5.logging_utils import quiet_startup; quiet_startup()\n"
-        "import tensorflow as tf; tf.constant(1) + 1; tf.summary.create_file_writer(__import__('tempfile').mkdtemp())"
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "quiet_tensorflow.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stderr == "", out.stderr

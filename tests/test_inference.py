@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import SCRIPTS
 
 from mesh_t5 import inference, network
 from mesh_t5.commands import infer
@@ -445,29 +446,6 @@ def test_bad_command_lines(argv, needle):
         infer.main(argv)
 
 
-_MESH_SCRIPT = """
-import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-import jax, numpy as np
-from mesh_t5 import inference, layouts
-from mesh_t5.config import DecodeOptions, T5Config
-from mesh_t5.model import T5Model
-c = T5Config(vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_encoder_layers=2, num_decoder_layers=2,
-             feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
-single = T5Model.init(c, seed=1)
-sharded = T5Model(c, jax.device_get(single.params), layout=layouts.make_layout("data:2,model:2"))
-assert len(jax.devices()) == 4
-x = np.random.default_rng(0).integers(2, 64, (4, 8)).astype(np.int32)
-x[:, -1] = 1
-for opts in ({"beam_size": 3}, {"temperature": 1.0, "top_k": 5, "top_p": 0.9}):
-    a = inference.generate_tokens_and_scores(c, [single.params], x, DecodeOptions(max_decode_length=6, **opts))
-    b = inference.generate_tokens_and_scores(c, [sharded.params], x, DecodeOptions(max_decode_length=6, **opts), layout=sharded.layout)
-    assert np.array_equal(a[0], b[0]), (opts, a[0], b[0])
-    assert np.abs(a[1] - b[1]).max() < 1e-4, (opts, a[1], b[1])
-print("ok")
-"""
-
-
 def test_beam_search_and_sampling_on_a_mesh_match_one_device():
     """Beam search (cache expanded and reordered on a sharded batch) and sampling on data:2,model:2."""
     import os
@@ -476,6 +454,10 @@ def test_beam_search_and_sampling_on_a_mesh_match_one_device():
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
-        [sys.executable, "-c", _MESH_SCRIPT], capture_output=True, text=True, env=env, timeout=900
+        [sys.executable, str(SCRIPTS / "decode_on_mesh.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

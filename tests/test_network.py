@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import jitted_forward, tiny_config, tiny_params
+from conftest import SCRIPTS, jitted_forward, tiny_config, tiny_params
 
 from mesh_t5 import layers, losses, network
 
@@ -196,24 +195,12 @@ def test_remat_gives_the_same_gradients() -> None:
 
 
 def test_sharded_init_and_logits_on_a_fake_8_device_mesh() -> None:
-    script = textwrap.dedent(
-        """
-        import numpy as np, jax
-        from mesh_t5.config import T5Config
-        from mesh_t5.model import T5Model
-        config = T5Config(vocab_size=64, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_encoder_layers=1,
-                          num_decoder_layers=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                          dropout_rate=0.0)
-        sharded = T5Model.init(config, seed=0, mesh_shape="data:2,model:4")
-        q = sharded.params["encoder"]["layers"]["attention"]["query"]
-        assert q.sharding.spec == jax.sharding.PartitionSpec(None, None, "model", None), q.sharding.spec
-        assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (1, 32, 1, 8)
-        plain = T5Model(config, jax.device_get(sharded.params))
-        enc = np.arange(2, 18, dtype=np.int32).reshape(2, 8); dec = enc[:, :4]
-        np.testing.assert_allclose(sharded.logits(enc, dec), plain.logits(enc, dec), atol=1e-5)
-        print("OK")
-        """
-    )
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sharded_init_logits.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
