@@ -240,6 +240,18 @@ def test_output_is_a_task_source(built, monkeypatch):
     assert urls == [ex["url"] for ex in examples]
 
 
+def test_output_of_an_older_version_is_refused_in_one_line(built, tmp_path):
+    from mesh_t5.data import c4_output
+    from mesh_t5.errors import UserError
+
+    out, *_ = built
+    info = json.loads((out / c4_output.INFO_FILE).read_text())
+    del info["splits"]["train"]["shard_lengths"]
+    (tmp_path / c4_output.INFO_FILE).write_text(json.dumps(info))
+    with pytest.raises(UserError, match="older mesh_t5 .no shard_lengths.: run `mesh-t5 c4` again$"):
+        c4_output.C4Source(str(tmp_path)).num_examples("train")
+
+
 def test_output_trains_a_tiny_model_with_span_corruption(built, tmp_path):
     from mesh_t5 import data, optim, train
     from mesh_t5.config import T5Config

@@ -74,7 +74,10 @@ def read_info(directory: str) -> dict:
             "run `mesh-t5 c4 --input=... --output=DIR` and point the task at DIR"
         )
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        info = json.load(f)
+    if not all("shard_lengths" in split for split in info.get("splits", {}).values()):
+        raise UserError(f"{path} was written by an older mesh_t5 (no shard_lengths): run `mesh-t5 c4` again")
+    return info
 
 
 class C4Source(Source):
