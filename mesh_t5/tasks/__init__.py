@@ -4,9 +4,4 @@ Registering needs no data: TFDS datasets (in $TFDS_DATA_DIR) and the vocabulary 
 are opened on first use.
 """
 
-import importlib.util
-
 from mesh_t5.tasks import experiments, generation, glue, mixtures  # noqa: F401  (registration side effects)
-
-if importlib.util.find_spec("mesh_t5.tasks.demo") is not None:
-    from mesh_t5.tasks import demo  # noqa: F401
