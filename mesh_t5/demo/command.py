@@ -86,14 +86,13 @@ def step_vocab(run: Run) -> dict:
     return {"vocab_size": vocab.vocab_size, "path": str(path)}
 
 
-def read_loss_curve(model_dir: Path, tag: str = "loss") -> list[tuple[int, float]]:
-    """Returns [(step, training loss)] from the TensorBoard events of a `mesh-t5 train` run ([] if none)."""
+def read_loss_curve(model_dir: Path, offset: int = 0) -> list[tuple[int, float]]:
+    """Returns [(step - offset, training loss)] from the TensorBoard events of a `mesh-t5 train` run ([] if none)."""
     from mesh_t5.logging_utils import read_scalars
 
     log_dir = model_dir / "train"
-    if not log_dir.is_dir():
-        return []
-    return sorted(read_scalars(str(log_dir)).get(tag, []))
+    scalars = read_scalars(str(log_dir)) if log_dir.is_dir() else {}
+    return sorted((step - offset, loss) for step, loss in scalars.get("loss", []))
 
 
 ARTEFACTS = (
@@ -118,21 +117,14 @@ def step_report(run: Run) -> dict:
     # The pre-trained run's steps continue from pre-training's; count both runs from the start of
     # fine-tuning so the two curves share an x-axis.
     offset = pretrain_curve[-1][0] if pretrain_curve else 0
-    curves = {
-        "pre-training (span corruption)": {"pre-training": pretrain_curve},
-        **{
-            f"fine-tuning on {data}, steps since it began": {
-                "from the pre-trained checkpoint": [
-                    (step - offset, loss) for step, loss in read_loss_curve(run.root / MODEL_DIRS[pre])
-                ],
-                "from scratch": read_loss_curve(run.root / MODEL_DIRS[scratch]),
-            }
-            for data, pre, scratch in (
-                ("all examples", "pretrained", "scratch"),
-                (f"{run.settings.few_shot_examples} examples per task", "few_pretrained", "few_scratch"),
-            )
-        },
-    }
+    arms = (("all examples", "pretrained", "scratch"),
+            (f"{run.settings.few_shot_examples} examples per task", "few_pretrained", "few_scratch"))  # fmt: skip
+    curves = {"pre-training (span corruption)": {"pre-training": pretrain_curve}}
+    for data, pre, scratch in arms:
+        curves[f"fine-tuning on {data}, steps since it began"] = {
+            "from the pre-trained checkpoint": read_loss_curve(run.root / MODEL_DIRS[pre], offset),
+            "from scratch": read_loss_curve(run.root / MODEL_DIRS[scratch]),
+        }
     png = demo_report.plot_loss_curves(
         curves, run.root / "loss_curves.png", title="mesh-t5 demo: training loss"
     )

@@ -112,34 +112,28 @@ def step_evaluate(run: Run) -> dict:
             result["examples"] = len(examples)
             scores[task_name][model] = result
         metric = demo_report.HEADLINE_METRIC[task_name]
-        say(
-            f"    {task_name} {metric}: baseline {scores[task_name]['baseline'][metric]:.1f}; "
-            + ", ".join(
-                f"{label} {scores[task_name][m][metric]:.1f}" for m, label in demo_report.ALL_LABELS.items()
-            )
+        models = ", ".join(
+            f"{label} {scores[task_name][m][metric]:.1f}" for m, label in demo_report.ALL_LABELS.items()
         )
+        say(f"    {task_name} {metric}: baseline {scores[task_name]['baseline'][metric]:.1f}; {models}")
     comparisons, likelihoods = [], []
     train_counts = (run.done("corpus") or {}).get("task_examples", {})
     for arm, pre, scratch in (("all", "pretrained", "scratch"), ("few", "few_pretrained", "few_scratch")):
-        for task_name in demo_report.HEADLINE_METRIC:
-            short = task_name.removeprefix("demo_")
-            n = s.few_shot_examples if arm == "few" else train_counts.get(short, {}).get("train", "?")
-            metric = demo_report.METRIC_LABELS.get(demo_report.HEADLINE_METRIC[task_name], "accuracy")
-            for rows, label, by_model in (
-                (comparisons, metric, per_example[task_name]),
-                (likelihoods, demo_report.LIKELIHOOD_LABEL, likelihood[task_name]),
-            ):
-                c = {
-                    "arm": f"{n} training examples" + (" (few-example arm)" if arm == "few" else ""),
-                    "task": task_name,
-                    "metric": label,
-                    "pretrained": sum(by_model[pre]) / len(by_model[pre]),
-                    "scratch": sum(by_model[scratch]) / len(by_model[scratch]),
-                    **demo_report.paired_bootstrap(by_model[pre], by_model[scratch]),
-                }
+        for task_name, metric in demo_report.HEADLINE_METRIC.items():
+            n = (
+                s.few_shot_examples
+                if arm == "few"
+                else train_counts.get(task_name.removeprefix("demo_"), {}).get("train", "?")
+            )
+            arm_name = f"{n} training examples" + (" (few-example arm)" if arm == "few" else "")
+            for rows, label, by_model in ((comparisons, demo_report.METRIC_LABELS.get(metric, metric), per_example),
+                                          (likelihoods, demo_report.LIKELIHOOD_LABEL, likelihood)):  # fmt: skip
+                a, b = by_model[task_name][pre], by_model[task_name][scratch]
+                c = {"arm": arm_name, "task": task_name, "metric": label, "pretrained": sum(a) / len(a),
+                     "scratch": sum(b) / len(b), **demo_report.paired_bootstrap(a, b)}  # fmt: skip
                 rows.append(c)
                 say(
-                    f"    {c['arm']}, {task_name}, {label}: pre-trained - scratch = {c['difference']:+.1f} "
+                    f"    {arm_name}, {task_name}, {label}: pre-trained - scratch = {c['difference']:+.1f} "
                     f"[{c['low']:+.1f}, {c['high']:+.1f}]: {demo_report.transfer_verdict(c)}"
                 )
     # The sentences picked for the examples step_infer shows (the first evaluated ones).

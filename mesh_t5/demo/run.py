@@ -34,7 +34,7 @@ class Settings:
     model_gin: str  # gin file under mesh_t5/gin/runs/
     pretrain_steps: int
     finetune_steps: int
-    few_shot_examples: int  # labelled training examples per task in the low-resource arm
+    few_shot_examples: int  # labelled examples per task, low-resource arm (256: at 64 no start learns family)
     few_shot_steps: int  # its fine-tuning steps (from each start)
     batch_size: int
     inputs_length: int
@@ -47,7 +47,7 @@ class Settings:
     def for_run(cls, quick: bool) -> Settings:
         if quick:
             return cls(True, 1000, "demo_model_quick.gin", 60, 25, 32, 15, 16, 128, 32, 32, 3, 4)
-        return cls(False, 2000, "demo_model.gin", 600, 300, 64, 150, 32, 128, 32, 0, 5, 4)
+        return cls(False, 2000, "demo_model.gin", 600, 300, 256, 150, 32, 128, 32, 0, 5, 4)
 
 
 class Run:
