@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from mesh_t5 import cli, demo_report
-from mesh_t5.commands import demo
+from mesh_t5 import cli
+from mesh_t5.demo import command as demo
+from mesh_t5.demo import report as demo_report
+from mesh_t5.demo import run as demo_run
 from mesh_t5.errors import UserError
 
 
@@ -13,7 +15,7 @@ def test_new_directory_starts_and_same_settings_resume(tmp_path):
     out = tmp_path / "run"
     run = demo.Run(str(out), demo.Settings.for_run(quick=True))
     assert run.check_or_start() is False
-    assert json.loads((out / demo.SETTINGS_FILE).read_text())["quick"] is True
+    assert json.loads((out / demo_run.SETTINGS_FILE).read_text())["quick"] is True
     run.mark_done("corpus", {"documents": 3})
     again = demo.Run(str(out), demo.Settings.for_run(quick=True))
     assert again.check_or_start() is True
@@ -51,6 +53,16 @@ def test_cli_refusal_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("mesh-t5 demo: error: ") and "finished demo run" in err[0]
 
 
+def test_demo_tasks_without_a_run_say_which_gin_file_to_pass():
+    import gin
+
+    from mesh_t5.demo import tasks as demo_tasks
+
+    gin.clear_config()
+    with pytest.raises(UserError, match="pass --gin_file=RUN/demo.gin"):
+        demo_tasks.demo_data_dir()
+
+
 def test_default_settings_fit_the_budget_shape():
     quick, full = demo.Settings.for_run(True), demo.Settings.for_run(False)
     assert quick.pretrain_steps < full.pretrain_steps and quick.finetune_steps < full.finetune_steps
@@ -68,7 +80,6 @@ def test_quick_demo_end_to_end(tmp_path):
 
     out = tmp_path / "demo"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("MESH_T5_DEMO_DIR", None)
     cmd = [sys.executable, "-m", "mesh_t5.cli", "demo", "--quick", f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -79,9 +90,25 @@ def test_quick_demo_end_to_end(tmp_path):
         "mesh-t5 train --gin_file=runs/demo_model_quick.gin --gin_file=runs/demo_pretrain.gin" in proc.stdout
     )
     assert "mesh-t5 export --checkpoint=" in proc.stdout
+    # A printed command runs as copied into a shell (a fresh process): the run's demo.gin names the tasks.
+    import shlex
+
+    assert "MESH_T5_DEMO_DIR" not in proc.stdout and (out / "demo.gin").is_file()
+    printed = [line.split("$ ", 1)[1] for line in proc.stdout.splitlines() if "$ mesh-t5 train " in line]
+    assert len(printed) == 5 and all(f"--gin_file={out / 'demo.gin'}" in line for line in printed)
+    copied = [
+        a for a in shlex.split(printed[-1])[1:] if not a.startswith(("--gin.MODEL_DIR", "--gin.TRAIN_STEPS"))
+    ]
+    copied += [f"--gin.MODEL_DIR={tmp_path / 'copied'}", "--gin.TRAIN_STEPS=1"]
+    rerun = subprocess.run(
+        [sys.executable, "-m", "mesh_t5.cli", *copied], capture_output=True, text=True, env=env
+    )
+    assert rerun.returncode == 0 and (tmp_path / "copied" / "checkpoints" / "1").is_dir(), rerun.stderr[
+        -3000:
+    ]
 
     # Corpus and vocabulary.
-    from mesh_t5 import demo_corpus
+    from mesh_t5.demo import corpus as demo_corpus
     from mesh_t5.vocab import SentencePieceVocabulary
 
     docs = demo_corpus.read_documents(out / "data" / "corpus.jsonl")
@@ -117,14 +144,16 @@ def test_quick_demo_end_to_end(tmp_path):
     assert 0.0 <= scores["demo_summarize"]["pretrained"]["generated_rougeLsum"] <= 100.0
     # The baselines score the same test examples the models decode.
     evaluated = results["settings"]["eval_examples"]
-    family_test = demo.spread(demo_corpus.read_examples(out / "data" / "family_test.jsonl"), evaluated)
+    family_test = demo_run.spread(demo_corpus.read_examples(out / "data" / "family_test.jsonl"), evaluated)
     assert scores["demo_family"]["pretrained"]["examples"] == len(family_test) == evaluated
     # Spread over the test file (in module order), not its first examples: several families.
     assert len({e["targets"] for e in family_test}) >= 4
     label = scores["demo_family"]["baseline"]["label"]
     expected = 100.0 * sum(e["targets"] == label for e in family_test) / len(family_test)
     assert abs(scores["demo_family"]["baseline"]["accuracy"] - expected) < 1e-9
-    summarize_test = demo.spread(demo_corpus.read_examples(out / "data" / "summarize_test.jsonl"), evaluated)
+    summarize_test = demo_run.spread(
+        demo_corpus.read_examples(out / "data" / "summarize_test.jsonl"), evaluated
+    )
     from mesh_t5.data import metrics
 
     targets = [e["targets"] for e in summarize_test]

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from mesh_t5 import demo_corpus as dc
 from mesh_t5.data import c4_filters
+from mesh_t5.demo import corpus as dc
 from mesh_t5.errors import UserError
 
 PKG_INIT = '''"""Tools for the fake package.

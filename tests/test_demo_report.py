@@ -2,7 +2,7 @@
 
 import matplotlib.image
 
-from mesh_t5 import demo_report as dr
+from mesh_t5.demo import report as dr
 
 
 def test_plot_loss_curves_writes_a_decodable_png(tmp_path):

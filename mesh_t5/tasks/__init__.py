@@ -6,12 +6,7 @@ it, as seqio users import their task modules); the look-ups below are the regist
 $TFDS_DATA_DIR) and the vocabulary ($MESH_T5_VOCAB) are opened on first use.
 """
 
-import importlib.util
-
 from mesh_t5.data.registry import get_mixture, get_mixture_or_task, get_task, list_mixtures, list_tasks
 from mesh_t5.tasks import experiments, generation, glue, mixtures  # noqa: F401  (registration side effects)
-
-if importlib.util.find_spec("mesh_t5.tasks.demo") is not None:
-    from mesh_t5.tasks import demo  # noqa: F401
 
 __all__ = ["get_mixture", "get_mixture_or_task", "get_task", "list_mixtures", "list_tasks"]

@@ -1,7 +1,7 @@
 """The demo's outputs for people: a PNG of the loss curves and a short markdown report.
 
 Plain functions over plain data (step/value lists, metric dicts, strings), so they are
-testable without training anything; `mesh_t5.commands.demo` gathers the data (its steps'
+testable without training anything; `mesh_t5.demo.command` gathers the data (its steps'
 records) and writes the files.
 """
 
@@ -11,8 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mesh_t5 import demo_corpus
-from mesh_t5.tasks import demo as demo_tasks
+from mesh_t5.demo import corpus as demo_corpus
+from mesh_t5.demo import tasks as demo_tasks
 
 Curve = Sequence[tuple[int, float]]
 # The metrics reported per task (percent, higher is better); the headline metric decides "beats".
@@ -28,6 +28,9 @@ METRIC_LABELS = {
     "rougeLsum": "ROUGE-Lsum, picked sentence",
     "generated_rougeLsum": "ROUGE-Lsum, greedy generation",
 }
+# The second comparison of each arm and task: log p(reference target) per test example, summed over its
+# tokens and EOS (`mesh-t5 infer --mode=score`): a paired measure of what each model learned.
+LIKELIHOOD_LABEL = "log-likelihood of the target (nats)"
 HEADLINE_METRIC = {demo_tasks.SUMMARIZE: "rougeLsum", demo_tasks.FAMILY: "accuracy"}
 MODELS = {"pretrained": "pre-trained + fine-tuned", "scratch": "fine-tuned from scratch"}
 # The low-resource arm: the same two starts fine-tuned on a few labelled examples per task.
@@ -158,39 +161,25 @@ def transfer_section(comparisons: Sequence[Mapping[str, object]]) -> str:
     Each comparison: {"arm", "task", "metric", "scratch", "pretrained", "difference", "low", "high",
     "examples"} with scores as per-example means (percent); the verdict comes from the interval.
     """
-    rows = [
-        [
-            c["arm"],
-            c["task"],
-            c["metric"],
-            f"{c['scratch']:.1f}",
-            f"{c['pretrained']:.1f}",
-            f"{c['difference']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]",
-            transfer_verdict(c),
-        ]
-        for c in comparisons
-    ]
-    table = markdown_table(
-        [
-            "fine-tuning data",
-            "task",
-            "metric (per-example mean, %)",
-            "from scratch",
-            "pre-trained",
-            "difference [95% interval]",
-            "verdict",
-        ],
-        rows,
-    )
     if not comparisons:
         return "(not measured)"
+    header = ["fine-tuning data", "task", "metric (per-example mean; scores in %)", "from scratch", "pre-trained",
+              "difference [95% interval]", "verdict"]  # fmt: skip
+    table = markdown_table(header, [
+        [c["arm"], c["task"], c["metric"], f"{c['scratch']:.1f}", f"{c['pretrained']:.1f}",
+         f"{c['difference']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]", transfer_verdict(c)]
+        for c in comparisons
+    ])  # fmt: skip
     examples = sorted({int(c["examples"]) for c in comparisons})
     return (
         f"{table}\n\nBoth models of an arm are fine-tuned with the same steps and data and "
         f"scored on the same test examples ({', '.join(map(str, examples))} per task); the interval is a "
         "paired bootstrap over those examples (2,000 resamples of the per-example differences). It covers "
         "test-sample noise only: each model is one training run (one seed, one draw of the few examples)."
-    )
+        + (f" The {LIKELIHOOD_LABEL} is what the model gives the reference target (`mesh-t5 infer --mode=score`, "
+           "summed over its tokens and EOS); higher is better."
+           if any(c["metric"] == LIKELIHOOD_LABEL for c in comparisons) else "")
+    )  # fmt: skip
 
 
 def baseline_name(task: str, baseline: Mapping[str, object]) -> str:
@@ -272,6 +261,10 @@ def corpus_section(corpus: Mapping[str, object]) -> str:
     """Returns where the corpus came from, how it was cleaned, and the example counts of each task split."""
     counters = dict(corpus.get("counters", {}))
     examples = dict(corpus.get("task_examples", {}))
+    rows = [
+        [task, *(dict(counts).get(s, 0) for s in demo_corpus.SPLITS)] for task, counts in examples.items()
+    ]
+    table = markdown_table(["task", *demo_corpus.SPLITS], rows)
     return (
         f"{counters.get('docstrings', '?')} docstrings from {counters.get('files', '?')} standard-library files, "
         f"read with `ast` (nothing imported), cleaned with C4's rules (`mesh_t5/data/c4_filters.py`) and "
@@ -282,27 +275,16 @@ def corpus_section(corpus: Mapping[str, object]) -> str:
         "model's answer is the input sentence it scores highest as the target (rank classification); its "
         "greedy generation is scored too. The baseline copies the input's first sentence. family: a "
         "docstring -> the standard-library package it comes from; the baseline answers the most frequent "
-        "training label.\n\n"
-        + markdown_table(
-            ["task", *demo_corpus.SPLITS],
-            [
-                [task, *(dict(counts).get(s, 0) for s in demo_corpus.SPLITS)]
-                for task, counts in examples.items()
-            ],
-        )
+        "training label.\n\n" + table
     )
 
 
 def timing_section(seconds: Mapping[str, object]) -> str:
     """Returns the per-step seconds and their total (steps without a time show "—")."""
     total = sum(float(v) for v in seconds.values() if isinstance(v, int | float))
-    table = markdown_table(
-        ["step", "seconds"], [[name, "—" if v is None else v] for name, v in seconds.items()]
-    )
-    return (
-        table
-        + f"\n\nTotal: {total:.0f} s (steps of this report's run; resumed steps keep their first timing)."
-    )
+    rows = [[name, "—" if v is None else v] for name, v in seconds.items()]
+    note = "steps of this report's run; resumed steps keep their first timing"
+    return markdown_table(["step", "seconds"], rows) + f"\n\nTotal: {total:.0f} s ({note})."
 
 
 def write_report(path: Path | str, title: str, sections: Sequence[tuple[str, str]]) -> Path:

@@ -19,7 +19,7 @@ import random
 import re
 import sysconfig
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mesh_t5.data import c4_filters
@@ -227,22 +227,28 @@ def collect_documents(
     return documents
 
 
+def write_jsonl(path: Path | str, records: Iterable[dict]) -> Path:
+    """Writes one JSON object per line (UTF-8, not ASCII-escaped); returns the path."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return Path(path)
+
+
+def read_examples(path: Path | str) -> list[dict]:
+    """Reads a JSONL file (a task file written by `write_task_files`, predictions, ...)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def write_documents(documents: list[Document], path: Path | str) -> None:
     """Writes documents as JSONL (one JSON object per line, with its split)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for doc in documents:
-            f.write(json.dumps({**dataclasses.asdict(doc), "split": doc.split}, ensure_ascii=False) + "\n")
+    write_jsonl(path, ({**dataclasses.asdict(doc), "split": doc.split} for doc in documents))
 
 
 def read_documents(path: Path | str) -> list[Document]:
     """Reads documents written by `write_documents`."""
     fields = {f.name for f in dataclasses.fields(Document)}
-    with open(path, encoding="utf-8") as f:
-        return [
-            Document(**{k: v for k, v in json.loads(line).items() if k in fields})
-            for line in f
-            if line.strip()
-        ]
+    return [Document(**{k: v for k, v in d.items() if k in fields}) for d in read_examples(path)]
 
 
 def write_pretraining_text(documents: list[Document], path: Path | str, split: str = "train") -> int:
@@ -267,6 +273,11 @@ SUMMARIZE_MAX_SENTENCES = 4
 SUMMARIZE_MAX_CHARS = 300
 SUMMARIZE_MAX_TARGET_CHARS = 110
 TASK_FILES = {"summarize": "summarize_{split}.jsonl", "family": "family_{split}.jsonl"}
+
+
+def task_file(data_dir: Path | str, task: str, split: str) -> Path:
+    """Returns the JSONL file of a derived task ("summarize" or "family") and split in a data directory."""
+    return Path(data_dir) / TASK_FILES[task].format(split=split)
 
 
 def summarize_example(doc: Document, seed: int = 0) -> dict[str, str] | None:
@@ -346,14 +357,6 @@ def write_task_files(documents: list[Document], output_dir: Path | str) -> dict[
             if example is not None:
                 by_split[doc.split].append(example)
         for split, examples in by_split.items():
-            with open(out / TASK_FILES[task].format(split=split), "w", encoding="utf-8") as f:
-                for example in examples:
-                    f.write(json.dumps(example, ensure_ascii=False) + "\n")
+            write_jsonl(task_file(out, task, split), examples)
         counts[task] = {s: len(v) for s, v in by_split.items()}
     return counts
-
-
-def read_examples(path: Path | str) -> list[dict[str, str]]:
-    """Reads a task JSONL file written by `write_task_files`."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
