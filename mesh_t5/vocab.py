@@ -113,12 +113,13 @@ class Vocabulary:
         return [self.decode(row) for row in ids]
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self._identity() == other._identity()  # type: ignore[attr-defined]
+        return type(self) is type(other) and self.identity() == other.identity()  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self._identity()))
+        return hash((type(self).__name__, self.identity()))
 
-    def _identity(self) -> tuple:
+    def identity(self) -> tuple:
+        """What makes two vocabularies equal (and a task cache's vocabulary the same one)."""
         return (self.extra_ids,)
 
 
@@ -220,7 +221,7 @@ class SentencePieceVocabulary(Vocabulary):
         kept = self._until_eos(ids)
         return self._sp.decode(kept)
 
-    def _identity(self) -> tuple:
+    def identity(self) -> tuple:
         return (self.extra_ids, self._orig_bytes)
 
     @property
@@ -315,7 +316,8 @@ class LazyVocabulary(Vocabulary):
     def __init__(self, factory, description: str):
         self._factory, self._description, self._vocab = factory, description, None
 
-    def _get(self) -> Vocabulary:
+    def resolve(self) -> Vocabulary:
+        """The vocabulary itself, built by `factory()` on the first call."""
         if self._vocab is None:
             self._vocab = self._factory()
         return self._vocab
@@ -323,30 +325,30 @@ class LazyVocabulary(Vocabulary):
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self._get(), name)
+        return getattr(self.resolve(), name)
 
     @property
     def vocab_size(self) -> int:  # type: ignore[override]
-        return self._get().vocab_size
+        return self.resolve().vocab_size
 
     @property
     def extra_ids(self) -> int:  # type: ignore[override]
-        return self._get().extra_ids
+        return self.resolve().extra_ids
 
     def encode(self, text: str) -> list[int]:
-        return self._get().encode(text)
+        return self.resolve().encode(text)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._get().decode(ids)
+        return self.resolve().decode(ids)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self._get().encode_batch(texts)
+        return self.resolve().encode_batch(texts)
 
     def decode_batch(self, ids: Iterable[Iterable[int]]) -> list[str]:
-        return self._get().decode_batch(ids)
+        return self.resolve().decode_batch(ids)
 
     def extra_id(self, i: int) -> int:
-        return self._get().extra_id(i)
+        return self.resolve().extra_id(i)
 
     def __eq__(self, other: object) -> bool:
         return self is other

@@ -38,6 +38,7 @@ import numpy as np
 
 from mesh_t5.data.sources import Source, read_files
 from mesh_t5.errors import UserError
+from mesh_t5.vocab import LazyVocabulary
 
 INFO_FILE = "cache_info.json"
 COMPLETED = "COMPLETED"
@@ -108,8 +109,8 @@ def _code_digest(code: types.CodeType) -> str:
 
 def vocabulary_digest(vocab: Any) -> str:
     """The vocabulary's type and identity (SentencePiece: the model bytes' md5), loading a lazy one."""
-    inner = vocab._get() if hasattr(vocab, "_get") else vocab
-    parts = [hashlib.md5(p).hexdigest() if isinstance(p, bytes) else repr(p) for p in inner._identity()]
+    inner = vocab.resolve() if isinstance(vocab, LazyVocabulary) else vocab
+    parts = [hashlib.md5(p).hexdigest() if isinstance(p, bytes) else repr(p) for p in inner.identity()]
     return f"{type(inner).__name__}({','.join(parts)})"
 
 

@@ -45,7 +45,7 @@ class CacheShardFn(beam.DoFn):
 
         task_name, split, shard, num_shards = item
         task = get_task(task_name)
-        chain = task._build(
+        chain = task.build_stream(
             split, seq_len=None, shuffle=False, seed=0, shard_index=shard, num_shards=num_shards,
             num_epochs=1, upto_tokenize=True,
         )  # fmt: skip

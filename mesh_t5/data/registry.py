@@ -190,10 +190,12 @@ class Task:
 
         return MapStage(upstream, apply)
 
-    def _build(
+    def build_stream(
         self, split, *, seq_len, shuffle, seed, shard_index, num_shards, num_epochs, upto_tokenize=False,
         use_cached=False,
     ):  # fmt: skip
+        """The task's stream of examples for one host: source, then its preprocessors (only those up to
+        tokenize with `upto_tokenize`, as `mesh-t5 cache_tasks` stores them; after them with `use_cached`)."""
         limit = None
         if self.source.max_tokens is not None and not upto_tokenize:
             limit, last_len = self._repeat_limit(split)
@@ -239,7 +241,7 @@ class Task:
         """Returns (number of source examples, tokens kept from the last) holding `source.max_tokens` tokens."""
         if split not in self._repeat_limits:
             want = self.source.max_tokens
-            chain = self._build(
+            chain = self.build_stream(
                 split,
                 seq_len=None,
                 shuffle=False,
@@ -317,7 +319,7 @@ class Task:
             raise UserError(f"task {self.name!r}: {e}") from None
         if not 0 <= shard_index < num_shards:
             raise UserError(f"shard_index={shard_index} must be in [0, num_shards={num_shards})")
-        chain = self._build(
+        chain = self.build_stream(
             split, seq_len=sequence_length, shuffle=shuffle, seed=seed, shard_index=shard_index,
             num_shards=num_shards, num_epochs=num_epochs, use_cached=use_cached,
         )  # fmt: skip

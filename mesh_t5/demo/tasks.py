@@ -81,7 +81,7 @@ def _vocabulary(root: Path) -> SentencePieceVocabulary:
 class _RunVocabulary(LazyVocabulary):
     """The bound run's vocabulary, looked up at each use (one process may use several runs)."""
 
-    def _get(self) -> SentencePieceVocabulary:
+    def resolve(self) -> SentencePieceVocabulary:
         return _vocabulary(demo_data_dir())
 
 
