@@ -96,8 +96,24 @@ def mock_tfds(num_examples: int = NUM_EXAMPLES) -> Iterator[None]:
             cache[key] = ds.apply(tf.data.experimental.assert_cardinality(num_examples))
         return cache[key]
 
-    with tfds.testing.mock_data(num_examples=num_examples, as_dataset_fn=as_dataset):
-        yield
+    _forget_tfds_sizes()
+    try:
+        with tfds.testing.mock_data(num_examples=num_examples, as_dataset_fn=as_dataset):
+            yield
+    finally:
+        _forget_tfds_sizes()
+
+
+def _forget_tfds_sizes() -> None:
+    """Clears the split sizes the registered tasks' TfdsSources remember (a source reads them once per
+    process; each mock_tfds() context has its own sizes, and several run in one pytest worker)."""
+    from mesh_t5 import data
+    from mesh_t5.data.sources import TfdsSource
+
+    for name in data.list_tasks():
+        source = data.get_task(name).source
+        if isinstance(source, TfdsSource):
+            source._files.clear()
 
 
 if __name__ == "__main__":
