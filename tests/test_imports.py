@@ -115,9 +115,14 @@ def test_the_scan_sees_the_package():
     assert "mesh_t5.data.registry" in EDGES["mesh_t5.data"]
 
 
-def test_the_checks_catch_a_circle_and_a_private_use():
+def test_the_checks_catch_a_circle_and_a_private_use(tmp_path):
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+    (tmp_path / "a.py").write_text("from mesh_t5 import b\nfrom mesh_t5.b import _y\nb._x(); b.ok()\n")
+    (tmp_path / "b.py").write_text("def _helper():\n    return _x()\n")
+    edges, private = _scan({"mesh_t5.a": tmp_path / "a.py", "mesh_t5.b": tmp_path / "b.py"})
+    assert edges == {"mesh_t5.a": {"mesh_t5.b"}, "mesh_t5.b": set()}
+    assert private == [("mesh_t5.a", "mesh_t5.b._x"), ("mesh_t5.a", "mesh_t5.b._y")]
 
 
 def test_no_import_circle():
