@@ -4,7 +4,7 @@ Not a `make bench` section yet: it patches `network._scan` (the scan of the enco
 `jax.checkpoint(policy=...)` and times jax.grad of the loss, the policies alternating in one process.
 Without remat the gradient keeps every layer's attention scores and probabilities ([L, B, H, T, T] f32 each)
 across the scan; the dots policies recompute them from the saved projections instead.
-Usage: python benchmarks/remat.py [--batch_size 8] [--repeats 5]
+Usage: python -m benchmarks.remat [--batch_size 8] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from benchmarks.steps import random_batch
 from mesh_t5 import network, optim, steps
 from mesh_t5.config import get_model_config
 
@@ -35,15 +35,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     config = get_model_config("t5-small")
-    b, ti, tt = args.batch_size, 512, 114
-    rng = np.random.default_rng(0)
-    batch = {
-        "encoder_input_tokens": rng.integers(2, config.vocab_size, (b, ti)),
-        "decoder_input_tokens": rng.integers(2, config.vocab_size, (b, tt)),
-        "decoder_target_tokens": rng.integers(2, config.vocab_size, (b, tt)),
-        "decoder_loss_weights": np.ones((b, tt)),
-    }
-    batch = {name: jnp.asarray(x, jnp.int32) for name, x in batch.items()}
+    batch = {name: jnp.asarray(x) for name, x in random_batch(config, args.batch_size, 512, 114).items()}
     params = steps.init_state(config, optim.make_optimizer(), jax.random.key(0))["params"]
     compiled = {}
     for name, policy in POLICIES.items():
