@@ -1,10 +1,14 @@
-"""Gradient time and bytes accessed of T5-small under remat policies of the layer scan (issue 17 lead).
+"""Train-step time and memory of T5-small under each `T5Config.remat` policy of the layer scan (issue 17).
 
-Not a `make bench` section yet: it patches `network._scan` (the scan of the encoder/decoder layers) with
-`jax.checkpoint(policy=...)` and times jax.grad of the loss, the policies alternating in one process.
-Without remat the gradient keeps every layer's attention scores and probabilities ([L, B, H, T, T] f32 each)
-across the scan; the dots policies recompute them from the saved projections instead.
-Usage: python -m benchmarks.remat [--batch_size 8] [--repeats 5]
+    python -m benchmarks.remat [--batch_size 8] [--repeats 3] [--policies none,minimal,dots,full]
+
+Each policy's `steps.make_train_step` (the step `mesh-t5 train` jits: Adafactor, state donated) runs on
+the same weights and batch; the policies alternate step by step in this one process and the table gives
+medians. Per policy it also prints what XLA's compiled step says before running: bytes accessed (cost
+analysis) and its temporary buffers (memory analysis), the activations kept for the backward among them.
+Without remat the gradient keeps every layer's attention scores and probabilities ([L, B, H, T, S]
+float32 each) across the scan; "minimal" keeps the matmul outputs without batch dimensions and
+recomputes those.
 """
 
 from __future__ import annotations
@@ -12,58 +16,43 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
-import jax
-import jax.numpy as jnp
-
-from benchmarks.steps import random_batch
-from mesh_t5 import network, optim, steps
-from mesh_t5.config import get_model_config
-
-POLICIES = {
-    "none": None,
-    "full": "full",
-    "dots_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "dots": jax.checkpoint_policies.dots_saveable,
-}
+from benchmarks.run import _alternate
+from benchmarks.steps import MeshStep, random_batch
+from mesh_t5 import network
+from mesh_t5.config import REMAT_POLICIES, get_model_config
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="t5-small")
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--policies", default=",".join(REMAT_POLICIES))
     args = parser.parse_args()
-    config = get_model_config("t5-small")
-    batch = {name: jnp.asarray(x) for name, x in random_batch(config, args.batch_size, 512, 114).items()}
-    params = steps.init_state(config, optim.make_optimizer(), jax.random.key(0))["params"]
-    compiled = {}
-    for name, policy in POLICIES.items():
-
-        def scan(fn, x, xs, remat, policy=policy):
-            if policy == "full":
-                fn = jax.checkpoint(fn)
-            elif policy is not None:
-                fn = jax.checkpoint(fn, policy=policy)
-            return jax.lax.scan(fn, x, xs)
-
-        network._scan = scan  # traced now, so each compiled gradient keeps its policy
-        grad = jax.jit(jax.grad(lambda p: steps.loss_and_stats(p, batch, config)[0]))
-        compiled[name] = grad.lower(params).compile()
-        jax.block_until_ready(compiled[name](params))
-        cost = compiled[name].cost_analysis()
+    config = get_model_config(args.model)
+    params = network.init_params_numpy(config, seed=0)
+    batch = random_batch(config, args.batch_size, 512, 114)
+    sides = {}
+    print(f"load average before {os.getloadavg()}", flush=True)
+    for policy in args.policies.split(","):
+        step = MeshStep(config.replace(remat=policy), params, batch)
+        compiled = step.compiled()
+        cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
-        print(f"{name:20s} bytes accessed {cost['bytes accessed'] / 1e9:6.2f} GB", flush=True)
-    times: dict[str, list[float]] = {name: [] for name in compiled}
-    for _ in range(args.repeats):
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(params))
-            times[name].append(time.perf_counter() - start)
-    print(f"load average {os.getloadavg()}")
-    base = statistics.median(times["none"])
+        temp = compiled.memory_analysis().temp_size_in_bytes
+        print(f"{policy:8s} bytes accessed {cost['bytes accessed'] / 1e9:6.2f} GB, temporaries {temp / 1e9:5.2f} GB",
+              flush=True)  # fmt: skip
+        step()  # the first call compiles the jitted step again (jit's own cache)
+        sides[policy] = step
+    times = _alternate(sides, args.repeats)
+    print(f"load average after {os.getloadavg()}")
+    base = statistics.median(times[next(iter(times))])
     for name, ts in times.items():
-        print(f"{name:20s} median {statistics.median(ts):7.3f} s   x none {statistics.median(ts) / base:.3f}")
+        median = statistics.median(ts)
+        print(
+            f"{name:8s} median {median:7.3f} s (min {min(ts):.3f})   x {next(iter(times))} {median / base:.3f}"
+        )
 
 
 if __name__ == "__main__":

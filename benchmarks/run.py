@@ -5,7 +5,8 @@
 Sections (all on random weights and random tokens; nothing is downloaded):
   ceiling    float32 matmul GFLOP/s of this machine (JAX and torch, n x n x n), the MFU denominator;
   train      training step tokens/s, T5-small (1.0) and T5.1.1-small, batch 8 x 512 / 114, float32
-             (and mesh_t5 with bfloat16 activations), Adafactor both sides (benchmarks/steps.py);
+             (and mesh_t5 with bfloat16 activations, and with remat "none" beside the default "minimal"),
+             Adafactor both sides (benchmarks/steps.py);
              mesh_t5 and transformers steps alternate in this one process, medians of the repeats;
              model FLOPs per step counted analytically (benchmarks/flops.py) and checked against
              torch.utils.flop_counter on transformers' forward; MFU = FLOPs / step time / ceiling;
@@ -13,7 +14,8 @@ Sections (all on random weights and random tokens; nothing is downloaded):
   compile    mesh_t5's train-step compile time for T5-small at several depths and T5-base (subprocess);
   lengths    step time at 256 / 512 / 1024 input tokens (targets from random_spans_helper);
   decode     greedy and beam-4 output tokens/s, batch 8, 256 input tokens, 64 new, vs `generate`
-             (benchmarks/decode_length.py's decoders; encoder included on both sides);
+             (benchmarks/decode_length.py's decoders; encoder included on both sides), and the floor: the
+             encoder as measured + each step reading what it needs once at the measured memory bandwidth;
   data       span-corruption + packing pipeline tokens/s (benchmarks/data_throughput.py) against the
              tokens/s a T5-small train step consumes.
 Threads: both frameworks use every core (torch.set_num_threads(os.cpu_count()); XLA's CPU client
@@ -37,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,8 +112,9 @@ def bench_training(args: argparse.Namespace, ceiling: float) -> list[dict]:
         params = network.init_params_numpy(config, seed=0)
         batch = steps.random_batch(config, b, ti, tt)
         sides: dict[str, Callable[[], None]] = {"mesh_t5 float32": steps.MeshStep(config, params, batch)}
-        if not args.quick:
+        if not args.quick:  # the A/Bs of the defaults: bfloat16 activations, no remat
             sides["mesh_t5 bfloat16"] = steps.MeshStep(config.replace(dtype="bfloat16"), params, batch)
+            sides["mesh_t5 float32 remat=none"] = steps.MeshStep(config.replace(remat="none"), params, batch)
         hf_step = steps.HFStep(config, params, batch)
         sides["transformers float32"] = hf_step
         del params
@@ -169,7 +173,7 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.decode_length import HFDecoder, _agreeing_prefix, _decoder
+    from benchmarks.decode_length import HFDecoder, _agreeing_prefix, _decoder, copy_bandwidth_gbs
     from mesh_t5 import network
     from mesh_t5.config import get_model_config
 
@@ -180,6 +184,13 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
     inputs = jnp.asarray(rng.integers(2, config.vocab_size, (args.batch, args.decode_inputs)), jnp.int32)
     hf = HFDecoder(config, params_np, inputs)
     n = args.decode_new
+    encode = jax.jit(lambda p, x: network.encode(p, x, config))
+    encoder_s = _alternate(
+        {"mesh_t5": lambda: jax.block_until_ready(encode(params, inputs)), "transformers": hf.encode},
+        args.repeats + 1,
+    )  # the first call of each compiles / warms up: dropped below
+    encoder_s = {name: statistics.median(ts[1:]) for name, ts in encoder_s.items()}
+    bandwidth = copy_bandwidth_gbs(5) * 1e9
     rows = []
     for beam in (1, 4):
         fn = jax.jit(lambda p, x, k=beam: _decoder(p, config, x, n, k))
@@ -190,12 +201,33 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
             {"mesh_t5": lambda f=fn: jax.block_until_ready(f(params, inputs)), "transformers": lambda k=beam: hf.generate(n, k)},
             args.repeats,
         )  # fmt: skip
-        row = {"beam": beam, "agree": agree}
+        row = {"beam": beam, "agree": agree, "encoder_s": encoder_s}
         row.update({name: args.batch * n / statistics.median(ts) for name, ts in times.items()})
+        # The floor: every step reads the decoder's weights, the cross-attention keys and values and
+        # the self-attention cache once; at this machine's memory bandwidth, plus the encoder as
+        # measured, that is the fastest a decoder of this model can be on this machine.
+        step_bytes = decode_step_bytes(config, params_np, args.batch * beam, args.decode_inputs, n)
+        row["step_floor_s"] = step_bytes / bandwidth
+        row["floor_tokens_per_s"] = args.batch * n / (encoder_s["mesh_t5"] + n * row["step_floor_s"])
+        row["step_mb"], row["bandwidth_gbs"] = step_bytes / 1e6, bandwidth / 1e9
         print(f"  beam {beam}: mesh_t5 {row['mesh_t5']:.0f} tokens/s, transformers {row['transformers']:.0f}, "
               f"same tokens for the first {agree} of {n}", flush=True)  # fmt: skip
         rows.append(row)
     return rows
+
+
+def decode_step_bytes(config: Any, params: dict, rows: int, inputs: int, slots: int) -> int:
+    """Bytes one cached decode step must read: decoder weights, the output matrix, K/V of both attentions.
+
+    float32; the embedding lookup reads `rows` rows only; the self-attention cache has `slots` slots.
+    """
+    import jax
+
+    weights = sum(x.size for x in jax.tree.leaves(params["decoder"]))
+    weights += params["token_embedder"]["embedding"].size if config.tie_word_embeddings else 0
+    weights += params["logits_dense"]["kernel"].size if not config.tie_word_embeddings else 0
+    kv = 2 * config.num_decoder_layers * rows * config.inner_dim * (inputs + slots)
+    return 4 * (weights + kv + rows * config.d_model)
 
 
 def bench_data(args: argparse.Namespace) -> dict:
@@ -304,13 +336,22 @@ def render(results: dict) -> str:
     if "decode" in results:
         lines += ["", f"### Decoding, {a['decode_model']}, batch {a['batch']}, {a['decode_inputs']} input tokens, "
                   f"{a['decode_new']} new (EOS masked), encoder included, medians of {a['repeats']}", "",
-                  "| search | mesh_t5 tokens/s | generate tokens/s | × generate | same tokens |",
-                  "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+                  "| search | mesh_t5 tokens/s | generate tokens/s | × generate | same tokens "
+                  "| MB read per step | floor tokens/s | floor × generate |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for r in results["decode"]:
             search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
             lines.append(f"| {search} | {r['mesh_t5']:,.0f} | "
                          f"{r['transformers']:,.0f} | {r['mesh_t5'] / r['transformers']:.2f} | "
-                         f"{r['agree']} / {a['decode_new']} |")  # fmt: skip
+                         f"{r['agree']} / {a['decode_new']} | {r['step_mb']:,.0f} | {r['floor_tokens_per_s']:,.0f} | "
+                         f"{r['floor_tokens_per_s'] / r['transformers']:.2f} |")  # fmt: skip
+        r = results["decode"][0]
+        lines += ["", f"Encoder alone (batch {a['batch']} × {a['decode_inputs']}, median): mesh_t5 "
+                  f"{r['encoder_s']['mesh_t5']:.3f} s, transformers {r['encoder_s']['transformers']:.3f} s. "
+                  f"Floor = the encoder as measured + {a['decode_new']} steps each reading the MB above once at "
+                  f"the measured memory bandwidth ({r['bandwidth_gbs']:.1f} GB/s: an in-place pass over 64 MB, "
+                  "read + written): what mesh_t5 would reach with its encoder as it is and every decode step as fast as "
+                  "this machine can read what the step needs."]  # fmt: skip
     if "data" in results:
         consume = results["data"]["step_tokens_per_s"]
         lines += ["", f"Data pipeline (span corruption + packing, 512 / 114, one process): "

@@ -55,6 +55,10 @@ class MeshStep:
         self._batch = jax.device_put(batch)
         self.loss = float("nan")
 
+    def compiled(self) -> Any:
+        """The step compiled by XLA for this state and batch (for its cost and memory analyses)."""
+        return self._step.lower(self._state, self._batch).compile()
+
     def __call__(self) -> None:
         self._state, metrics = self._step(self._state, self._batch)  # the old state is donated
         self.loss = float(metrics["loss"])  # blocks until the step is done

@@ -240,9 +240,17 @@ def _cache_write_read(
     return cache, jnp.swapaxes(cache, 1, 2)
 
 
-def _scan(fn: Any, x: jax.Array, xs: Any, remat: bool) -> tuple[jax.Array, Any]:
-    if remat:
-        fn = jax.checkpoint(fn)
+_REMAT_POLICIES = {
+    "full": None,  # jax.checkpoint's default: save nothing but the layer's inputs
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots": jax.checkpoint_policies.dots_saveable,
+}
+
+
+def _scan(fn: Any, x: jax.Array, xs: Any, remat: str) -> tuple[jax.Array, Any]:
+    """Scans fn over the stacked layers, its backward recomputing what config.remat says."""
+    if remat != "none":
+        fn = jax.checkpoint(fn, policy=_REMAT_POLICIES[remat])
     return jax.lax.scan(fn, x, xs)
 
 

@@ -15,8 +15,13 @@ Per decoder layer (T target length): the same with T for S, plus cross-attention
     2·B·T·D + 2·B·T·H·K + 2·B·S·H·K + (1+d)·B·H·T·S
 Outside the layers: embeddings B·S·D + B·T·D and the logits 2·B·T·V in float32 (logits, softmax).
 
-With remat (rematerialised layers) only each layer's input is kept (B·S·D or B·T·D per layer)
-plus one layer's tensors while it is recomputed in the backward pass.
+Under a remat policy (T5Config.remat) a layer keeps only part of these; the rest is recomputed in the
+backward pass, so one layer's tensors are live again at its peak:
+    full     the layer input (B·S·D or B·T·D per layer);
+    minimal  the layer input and the outputs of matmuls without batch dimensions: q, k, v, the
+             attention output projection, the MLP's input projections (and the adapter's);
+    dots     those and the batched attention products too (scores, context).
+Each tensor below is tagged with what produces it ("input", "dot", "batched_dot", "other") for that.
 
 Each tensor is divided by the mesh axes its logical dimensions map to (batch over data,
 heads/d_ff/vocab over model by default), with config.dtype bytes per element. Not counted:
@@ -36,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh_t5 import layouts, network, optim
-from mesh_t5.config import T5Config
+from mesh_t5.config import REMAT_POLICIES, T5Config
 from mesh_t5.errors import UserError
 
 GiB = 2**30
@@ -71,6 +76,7 @@ class Tensor:
     axes: layouts.LogicalAxes
     count: int = 1
     itemsize: int = 4
+    kind: str = "other"  # what produces it: "input" (of a layer), "dot", "batched_dot" or "other"
 
     def bytes_per_device(self, layout: layouts.Layout) -> int:
         return self.count * self.itemsize * math.prod(layout.shard_shape(self.shape, self.axes))
@@ -85,50 +91,51 @@ def _layer_tensors(
     """The activations one layer keeps for the backward pass (see the module docstring)."""
     B, L, D, H, K, F = batch, length, config.d_model, config.num_heads, config.d_kv, config.d_ff
     drop = 1 if config.dropout_rate > 0 else 0
-    bld, blhk = ("batch", "length", "embed"), ("batch", "length", "heads", "kv")
+    bld, blhk, bhls = (
+        ("batch", "length", "embed"),
+        ("batch", "length", "heads", "kv"),
+        ("batch", "heads", None, None),
+    )
+    gated = 2 if config.is_gated else 1
+
+    def kept(name: str, shape: tuple[int, ...], axes: layouts.LogicalAxes, **counts: int) -> list[Tensor]:
+        return [Tensor(f"{prefix}.{name}", shape, axes, n, itemsize, kind) for kind, n in counts.items() if n]
+
     out = [
-        Tensor(f"{prefix}.hidden", (B, L, D), bld, 4, itemsize),
-        Tensor(f"{prefix}.self_attention.qkv_context", (B, L, H, K), blhk, 4, itemsize),
-        Tensor(
-            f"{prefix}.self_attention.probs", (B, H, L, L), ("batch", "heads", None, None), 1 + drop, itemsize
-        ),
-        Tensor(
-            f"{prefix}.mlp.hidden",
-            (B, L, F),
-            ("batch", "length", "d_ff"),
-            (4 if config.is_gated else 2) + drop,
-            itemsize,
-        ),
+        # layer input; attention output (the residual); the two normed inputs
+        *kept("hidden", (B, L, D), bld, input=1, dot=1, other=2),
+        *kept("self_attention.qkv_context", (B, L, H, K), blhk, dot=3, batched_dot=1),
+        # scores (probabilities without remat) and the dropout mask
+        *kept("self_attention.probs", (B, H, L, L), bhls, batched_dot=1, other=drop),
+        # the input projection(s), the activation (and the gated product), the dropout mask
+        *kept("mlp.hidden", (B, L, F), ("batch", "length", "d_ff"), dot=gated, other=gated + drop),
     ]
     if cross_length is not None:
         S = cross_length
         out += [
-            Tensor(f"{prefix}.cross_attention.hidden", (B, L, D), bld, 2, itemsize),
-            Tensor(f"{prefix}.cross_attention.q_context", (B, L, H, K), blhk, 2, itemsize),
-            Tensor(f"{prefix}.cross_attention.kv", (B, S, H, K), blhk, 2, itemsize),
-            Tensor(
-                f"{prefix}.cross_attention.probs",
-                (B, H, L, S),
-                ("batch", "heads", None, None),
-                1 + drop,
-                itemsize,
-            ),
+            *kept("cross_attention.hidden", (B, L, D), bld, dot=1, other=1),
+            *kept("cross_attention.q_context", (B, L, H, K), blhk, dot=1, batched_dot=1),
+            *kept("cross_attention.kv", (B, S, H, K), blhk, dot=2),
+            *kept("cross_attention.probs", (B, H, L, S), bhls, batched_dot=1, other=drop),
         ]
     if config.adapter_dim > 0:
-        out.append(
-            Tensor(
-                f"{prefix}.adapter.hidden",
-                (B, L, config.adapter_dim),
-                ("batch", "length", "adapter"),
-                2,
-                itemsize,
-            )
+        out += kept(
+            "adapter.hidden", (B, L, config.adapter_dim), ("batch", "length", "adapter"), dot=1, other=1
         )
     return out
 
 
+# Per remat policy (T5Config.remat), the kinds of layer tensors kept for every layer.
+_KEPT_KINDS = {
+    "none": ("input", "dot", "batched_dot", "other"),
+    "full": ("input",),
+    "minimal": ("input", "dot"),
+    "dots": ("input", "dot", "batched_dot"),
+}
+
+
 def activation_tensors(
-    config: T5Config, batch_size: int, input_length: int, target_length: int, remat: bool
+    config: T5Config, batch_size: int, input_length: int, target_length: int, remat: str
 ) -> list[Tensor]:
     """The activations a training step keeps for the backward pass, per the module docstring's formula."""
     itemsize = jnp.dtype(config.dtype).itemsize
@@ -146,20 +153,10 @@ def activation_tensors(
             Tensor(f"{name}.embedded", (B, length, config.d_model), ("batch", "length", "embed"), 1, itemsize)
         )
         layer = _layer_tensors(f"{name}.layer", B, length, config, itemsize, cross)
-        if remat:
-            # Kept: every layer's input; live at the peak: one layer's tensors, recomputed.
-            tensors.append(
-                Tensor(
-                    f"{name}.layer_inputs",
-                    (B, length, config.d_model),
-                    ("batch", "length", "embed"),
-                    num_layers,
-                    itemsize,
-                )
-            )
-            tensors += layer
-        else:
-            tensors += [dataclasses.replace(t, count=t.count * num_layers) for t in layer]
+        kinds = _KEPT_KINDS[remat]
+        tensors += [dataclasses.replace(t, count=t.count * num_layers) for t in layer if t.kind in kinds]
+        if remat != "none":  # live at the peak: one layer's other tensors, recomputed
+            tensors += [t for t in layer if t.kind not in kinds]
     decoder_length = stacks[-1][2]
     tensors.append(
         Tensor("logits", (B, decoder_length, config.vocab_size), ("batch", "length", "vocab"), 2, 4)
@@ -180,7 +177,7 @@ class MemoryPlan:
     param_bytes_per_device: int
     optimizer_bytes: int
     optimizer_bytes_per_device: int
-    activation_bytes_per_device: dict[bool, int]  # remat -> bytes
+    activation_bytes_per_device: dict[str, int]  # remat policy -> bytes
     device_memory: int
     largest: list[tuple[str, tuple[int, ...], str, int]]  # name, shape, spec, bytes per device
 
@@ -188,7 +185,9 @@ class MemoryPlan:
     def num_devices(self) -> int:
         return math.prod(self.layout.mesh_shape.values())
 
-    def total_per_device(self, remat: bool) -> int:
+    remat: str  # the config's policy, marked in the report
+
+    def total_per_device(self, remat: str) -> int:
         """Parameters + gradients + optimizer state + activations, per device."""
         return (
             2 * self.param_bytes_per_device
@@ -196,8 +195,11 @@ class MemoryPlan:
             + self.activation_bytes_per_device[remat]
         )
 
-    def fits(self, remat: bool) -> bool:
+    def fits(self, remat: str) -> bool:
         return self.total_per_device(remat) <= self.device_memory
+
+    def _mark(self, remat: str) -> str:
+        return "   <- T5Config.remat" if remat == self.remat else ""
 
     def format(self) -> str:
         """The report `mesh-t5 plan` prints."""
@@ -205,29 +207,33 @@ class MemoryPlan:
         mesh = ",".join(f"{k}:{v}" for k, v in self.layout.mesh_shape.items())
         rules = ",".join(f"{k}:{v}" for k, v in self.layout.rules.items())
         rows = [
-            ("parameters", self.param_bytes, self.param_bytes_per_device),
-            ("gradients", self.param_bytes, self.param_bytes_per_device),
-            ("optimizer (Adafactor)", self.optimizer_bytes, self.optimizer_bytes_per_device),
-            ("activations, no remat", None, self.activation_bytes_per_device[False]),
-            ("activations, remat", None, self.activation_bytes_per_device[True]),
+            ("parameters", self.param_bytes, self.param_bytes_per_device, ""),
+            ("gradients", self.param_bytes, self.param_bytes_per_device, ""),
+            ("optimizer (Adafactor)", self.optimizer_bytes, self.optimizer_bytes_per_device, ""),
+        ]
+        rows += [
+            (f"activations, remat {p}", None, a, self._mark(p))
+            for p, a in self.activation_bytes_per_device.items()
         ]
         lines = [
             f"model {self.model}: {self.param_count:,} parameters",
             f"mesh {mesh} ({self.num_devices} devices), layout_rules {rules}",
             f"training step: batch {b} x inputs {s} / targets {t}, activations {self.dtype}",
             "",
-            f"  {'':<24}{'total':>14}{'per device':>14}",
+            f"  {'':<30}{'total':>14}{'per device':>14}",
         ]
-        for name, total, per_device in rows:
+        for name, total, per_device, mark in rows:
             lines.append(
-                f"  {name:<24}{format_bytes(total) if total is not None else '':>14}{format_bytes(per_device):>14}"
+                f"  {name:<30}{format_bytes(total) if total is not None else '':>14}"
+                f"{format_bytes(per_device):>14}{mark}"
             )
-        for remat in (False, True):
+        for remat in self.activation_bytes_per_device:
             used = self.total_per_device(remat)
             verdict = "fits" if self.fits(remat) else "does NOT fit"
             lines.append(
-                f"  {'total, ' + ('remat' if remat else 'no remat'):<24}{'':>14}{format_bytes(used):>14}"
+                f"  {'total, remat ' + remat:<30}{'':>14}{format_bytes(used):>14}"
                 f"   {verdict} in {format_bytes(self.device_memory)} ({100 * used / self.device_memory:.0f}%)"
+                + self._mark(remat)
             )
         lines += ["", "largest parameter shards per device:"]
         for name, shape, spec, nbytes in self.largest:
@@ -273,11 +279,11 @@ def plan_memory(
         for (path, leaf), a in zip(flat, flat_axes, strict=True)
     ]
     activations = {
-        remat: sum(
+        policy: sum(
             t.bytes_per_device(layout)
-            for t in activation_tensors(config, batch_size, input_length, target_length, remat)
+            for t in activation_tensors(config, batch_size, input_length, target_length, policy)
         )
-        for remat in (False, True)
+        for policy in REMAT_POLICIES
     }
     return MemoryPlan(
         model=model_name or "custom",
@@ -291,5 +297,6 @@ def plan_memory(
         optimizer_bytes_per_device=tree_bytes(opt_state, opt_axes, True),
         activation_bytes_per_device=activations,
         device_memory=parse_bytes(device_memory),
+        remat=config.remat,
         largest=sorted(shards, key=lambda s: -s[3])[:6],
     )

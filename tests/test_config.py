@@ -65,6 +65,10 @@ def test_relative_attention_defaults():
         ({"num_heads": 0}, "num_heads=0 must be a positive integer"),
         ({"architecture": "shared_encoder_decoder", "num_decoder_layers": 3}, "6 and 3"),
         ({"dtype": "float16"}, "dtype='float16' is unsupported"),
+        (
+            {"remat": "dots_saveable"},
+            "remat='dots_saveable' is unknown; pick one of none, full, minimal, dots",
+        ),
     ],
 )
 def test_invalid_configs_say_what_to_change(changes, fragment):
@@ -72,6 +76,11 @@ def test_invalid_configs_say_what_to_change(changes, fragment):
         dataclasses.replace(T5Config(), **changes)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_remat_booleans_of_older_configs_name_a_policy():
+    assert T5Config().remat == "minimal"
+    assert T5Config(remat=True).remat == "full" and T5Config.from_dict({"remat": False}).remat == "none"
 
 
 def test_from_dict_rejects_unknown_fields():

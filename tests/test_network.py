@@ -180,18 +180,20 @@ def test_dropout_keep_mask_rate_independence_and_determinism() -> None:
     assert 0.012 < rows.std() < 0.026
 
 
-def test_remat_gives_the_same_gradients() -> None:
-    config = tiny_config(num_encoder_layers=1, num_decoder_layers=1)
+def test_remat_policies_give_the_same_gradients() -> None:
+    config = tiny_config(num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.1)
     params = tiny_params(config)
     batch = _batch()
 
-    def loss(p, cfg):
-        logits = network.forward(p, batch, cfg)
+    def loss(p, cfg, rng):
+        logits = network.forward(p, batch, cfg, dropout_rng=rng)
         return losses.cross_entropy(logits, batch["decoder_input_tokens"], None)[0]
 
-    plain = jax.grad(loss)(params, config)
-    remat = jax.grad(loss)(params, config.replace(remat=True))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), plain, remat)
+    rng = jax.random.key(3)  # with dropout: the recomputed masks must be the ones drawn forward
+    plain = jax.grad(loss)(params, config.replace(remat="none"), rng)
+    for policy in ("full", "minimal", "dots"):
+        remat = jax.grad(loss)(params, config.replace(remat=policy), rng)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), plain, remat)
 
 
 def test_sharded_init_and_logits_on_a_fake_8_device_mesh() -> None:

@@ -8,7 +8,7 @@ import pytest
 from conftest import SCRIPTS
 
 from mesh_t5 import cli, plan
-from mesh_t5.config import T5Config, get_model_config
+from mesh_t5.config import REMAT_POLICIES, T5Config, get_model_config
 from mesh_t5.errors import UserError
 
 
@@ -74,7 +74,7 @@ def test_activation_formula_on_a_hand_counted_case():
     decoder = B * T * D + 4 * B * T * D + 4 * B * T * H * K + B * H * T * T + 2 * B * T * F
     decoder += 2 * B * T * D + 2 * B * T * H * K + 2 * B * S * H * K + B * H * T * S
     expected = 2 * (encoder + decoder) + 4 * 2 * B * T * V  # bfloat16 activations, float32 logits
-    tensors = plan.activation_tensors(c, B, S, T, remat=False)
+    tensors = plan.activation_tensors(c, B, S, T, remat="none")
     assert sum(t.bytes_total() for t in tensors) == expected
     # On data:2,model:2 every activation has the batch split in 2; heads, d_ff and vocab split again.
     result = plan.plan_memory(c, "data:2,model:2", batch_size=B, input_length=S, target_length=T)
@@ -82,7 +82,7 @@ def test_activation_formula_on_a_hand_counted_case():
     split_by_model += 2 * B * T * F + 2 * B * T * H * K + 2 * B * S * H * K + B * H * T * S
     whole = encoder + decoder - split_by_model
     assert (
-        result.activation_bytes_per_device[False]
+        result.activation_bytes_per_device["none"]
         == 2 * (whole // 2 + split_by_model // 4) + 4 * 2 * B * T * V // 4
     )
 
@@ -90,18 +90,41 @@ def test_activation_formula_on_a_hand_counted_case():
 def test_remat_keeps_layer_inputs_plus_one_layer():
     c = get_model_config("t5-3b")
     full = plan.plan_memory(c, "data:64,model:8").activation_bytes_per_device
-    assert full[True] < full[False] / 5
+    assert full["full"] < full["minimal"] < full["dots"] < full["none"] and full["full"] < full["none"] / 5
     assert (
-        plan.plan_memory(c.replace(dropout_rate=0.0), "data:64,model:8").activation_bytes_per_device[False]
-        < full[False]
+        plan.plan_memory(c.replace(dropout_rate=0.0), "data:64,model:8").activation_bytes_per_device["none"]
+        < full["none"]
     )
+
+
+def test_minimal_remat_drops_all_but_one_layers_attention_and_activations():
+    """Hand count: "minimal" keeps, per layer, the input and the unbatched matmul outputs only."""
+    c = T5Config(
+        vocab_size=100, d_model=4, d_ff=8, num_heads=2, d_kv=3, num_encoder_layers=3, num_decoder_layers=3,
+        dropout_rate=0.0, feed_forward_proj="relu",
+    )  # fmt: skip
+    B, S, T, D, H, K, F = 2, 5, 3, 4, 2, 3, 8
+    # Recomputed in the backward: normed inputs, attention context and scores, the ReLU's output.
+    encoder = 2 * B * S * D + B * S * H * K + B * H * S * S + B * S * F
+    decoder = (
+        2 * B * T * D + B * T * H * K + B * H * T * T + B * T * F + B * T * D + B * T * H * K + B * H * T * S
+    )
+    total = {
+        p: sum(t.bytes_total() for t in plan.activation_tensors(c, B, S, T, remat=p)) for p in REMAT_POLICIES
+    }
+    assert total["none"] - total["minimal"] == 4 * 2 * (encoder + decoder)  # float32, 3 - 1 layers each
+    # "full" keeps only the input of each layer: all else of 3 - 1 layers per stack is recomputed.
+    encoder_layer = 3 * B * S * D + 4 * B * S * H * K + B * H * S * S + 2 * B * S * F
+    decoder_layer = 3 * B * T * D + 4 * B * T * H * K + B * H * T * T + 2 * B * T * F
+    decoder_layer += 2 * B * T * D + 2 * B * T * H * K + 2 * B * S * H * K + B * H * T * S
+    assert total["none"] - total["full"] == 4 * 2 * (encoder_layer + decoder_layer)
 
 
 def test_fit_verdict_follows_device_memory():
     result = plan.plan_memory(get_model_config("t5-11b"), "data:16,model:32", device_memory="16GiB")
-    assert result.fits(True) and result.fits(False)
+    assert all(result.fits(policy) for policy in REMAT_POLICIES)
     small = plan.plan_memory(get_model_config("t5-11b"), "data:512", batch_size=512, device_memory="16GiB")
-    assert small.param_bytes_per_device == small.param_bytes and not small.fits(True)  # 42 GiB of weights
+    assert small.param_bytes_per_device == small.param_bytes and not small.fits("full")  # 42 GiB of weights
     assert plan.parse_bytes("16GiB") == 16 * 2**30 and plan.parse_bytes("1.5GB") == 1_500_000_000
     with pytest.raises(UserError, match="16 gigs"):
         plan.parse_bytes("16 gigs")
@@ -112,7 +135,8 @@ def test_plan_command_prints_the_report(capsys):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "11,307,321,344 parameters" in out and "512 devices" in out
-    assert "total, remat" in out and "fits in 16.00 GiB" in out
+    assert "total, remat full " in out and "(37%)   <- T5Config.remat" in out
+    assert "fits in 16.00 GiB" in out
     assert cli.main(["plan", "--model=t5-3b", "--mesh_shape=data:2,model:3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mesh-t5 plan: error: mesh model:3 does not divide") and "\n" not in err
