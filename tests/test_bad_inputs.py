@@ -185,6 +185,10 @@ CLI_CASES = [
     # infer
     ("infer --input_file={r}/in.txt", "no model given"),
     (INFER + "--task=" + COPY, "give exactly one of --input_file=PATH and --task=NAME"),
+    (
+        INFER + "--split=train",
+        "--split=train selects a split of --task=NAME; drop it, an --input_file has no splits",
+    ),
     (INFER + "--mode=bogus", "--mode='bogus' is unknown"),
     (INFER + "--checkpoint={r}/nope", "--checkpoint {r}/nope does not exist"),
     (INFER + "--checkpoint={r}/in.txt", "--checkpoint {r}/in.txt is a file, not a directory"),

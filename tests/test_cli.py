@@ -72,6 +72,7 @@ def test_tasks_lists_the_catalogue(capsys):
     assert cli.main(["tasks", "^glue_(cola|rte)"]) == 0
     out = capsys.readouterr().out
     assert "2 tasks" in out and "glue_cola_v002" in out and "glue_rte_v002" in out
+    assert "TfdsSource glue/cola:1.0.0  splits: train, validation, test" in out  # T5's TFDS version
     assert "super_glue_rte" not in out
 
 

@@ -198,6 +198,10 @@ def main(argv: Sequence[str]) -> int:
         raise UserError("no model given; pass --checkpoint=DIR (a mesh_t5 or Hugging Face T5 dir)")
     if (s.input_file is None) == (s.task is None):
         raise UserError("give exactly one of --input_file=PATH and --task=NAME")
+    if s.task is None and s.split != "validation":
+        raise UserError(
+            f"--split={s.split} selects a split of --task=NAME; drop it, an --input_file has no splits"
+        )
     _check_settings(s)
     out_path = s.output_file
     if out_path not in (None, "-"):

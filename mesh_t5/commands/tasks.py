@@ -55,7 +55,10 @@ def main(argv: list[str]) -> int:
     print(f"{len(tasks)} tasks")
     for name in tasks:
         task = data.get_task(name)
-        print(f"  {name.ljust(width)}  {type(task.source).__name__}  splits: {', '.join(task.splits) or '-'}")
+        source = type(task.source).__name__
+        if isinstance(task.source, data.TfdsSource):  # the TFDS dataset and version it reads
+            source += f" {task.source.name}"
+        print(f"  {name.ljust(width)}  {source}  splits: {', '.join(task.splits) or '-'}")
     print(f"{len(mixtures)} mixtures")
     for name in mixtures:
         mixture = data.get_mixture(name)
