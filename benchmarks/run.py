@@ -10,6 +10,8 @@ Sections (all on random weights and random tokens; nothing is downloaded):
              mesh_t5 and transformers steps alternate in this one process, medians of the repeats;
              model FLOPs per step counted analytically (benchmarks/flops.py) and checked against
              torch.utils.flop_counter on transformers' forward; MFU = FLOPs / step time / ceiling;
+  one_core   the same training steps (T5-small, both sides alternating) in a subprocess pinned to one
+             core, torch on one thread: the single-threaded comparison;
   memory     peak resident memory of a training process of each framework alone (a subprocess each);
   compile    mesh_t5's train-step compile time for T5-small at several depths and T5-base (subprocess);
   lengths    step time at 256 / 512 / 1024 input tokens (targets from random_spans_helper);
@@ -315,6 +317,18 @@ def render(results: dict) -> str:
     ]
     if "train" in results:
         lines += _training_table(results)
+    if "one_core" in results:
+        r = results["one_core"]
+        ours, theirs = r["mesh_t5"], r["transformers"]
+        lines += [
+            "", f"### Training step on one core, {r['model']}, batch {a['batch']} × 512 / 114, float32, medians of "
+            f"{a['one_core_repeats']} alternating steps", "",
+            "The process pinned to one core (`sched_setaffinity`), torch on one thread.", "",
+            "| side | s/step (min, max) | × transformers |", "| --- | ---: | ---: |",
+            f"| mesh_t5 | {ours['step_s']:.2f} ({ours['min_s']:.2f}, {ours['max_s']:.2f}) | "
+            f"{theirs['step_s'] / ours['step_s']:.2f} |",
+            f"| transformers | {theirs['step_s']:.2f} ({theirs['min_s']:.2f}, {theirs['max_s']:.2f}) | 1.00 |",
+        ]  # fmt: skip
     if "memory" in results:
         m = results["memory"]
         lines += [
@@ -381,14 +395,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="reduced run: a few minutes")
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
                         help="replace BENCHMARKS.md's marked section (default: on, off with --quick)")  # fmt: skip
-    parser.add_argument("--sections", default="ceiling,train,memory,compile,lengths,decode,data")
+    parser.add_argument("--sections", default="ceiling,train,one_core,memory,compile,lengths,decode,data")
     parser.add_argument("--repeats", type=int, help="timed steps per side (default 5, quick 2)")
     parser.add_argument("--models", help="comma-separated training models (default t5-small,t5.1.1-small)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
-        worker = steps.memory_worker if spec["kind"] == "memory" else steps.compile_worker
+        workers = {
+            "memory": steps.memory_worker,
+            "compile": steps.compile_worker,
+            "one_core": steps.one_core_worker,
+        }
+        worker = workers[spec["kind"]]
         print(json.dumps(worker(spec)))
         return
     quick = args.quick
@@ -400,6 +419,7 @@ def main() -> None:
     args.ceiling_n = 2048 if quick else 4096
     args.lengths = [256, 512] if quick else [256, 512, 1024]
     args.length_repeats = 1 if quick else 2
+    args.one_core_repeats = 1 if quick else 3
     args.decode_model, args.decode_inputs = "t5-small", 256
     args.decode_new = 16 if quick else 64
     args.data_batches = 5 if quick else 20
@@ -434,6 +454,13 @@ def main() -> None:
         results["train"] = bench_training(args, ceiling)
         save()
     shape = {"batch": args.batch, "inputs": 512, "targets": 114}
+    if "one_core" in sections:
+        print("training step on one core (a subprocess)", flush=True)
+        spec = {"kind": "one_core", "model": "t5-small", "repeats": args.one_core_repeats, **shape}
+        results["one_core"] = {"model": "t5-small", **_worker(spec)}
+        for side in ("mesh_t5", "transformers"):
+            print(f"  {side}: {results['one_core'][side]['step_s']:.2f} s/step", flush=True)
+        save()
     if "memory" in sections:
         print("peak memory (a subprocess per framework)", flush=True)
         spec = {

@@ -176,3 +176,36 @@ def compile_worker(spec: dict[str, Any]) -> dict[str, Any]:
             {"model": model, "layers": num_layers, "trace_s": lowered_at - start, "compile_s": done - start}
         )
     return {"compile": results}
+
+
+def one_core_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Times both training steps alternating, this process pinned to one core, torch on one thread.
+
+    Pinned before JAX or torch load, so XLA's thread pool and torch's OpenMP see a single CPU.
+    """
+    import os
+    import statistics
+
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    import torch
+
+    from mesh_t5 import network
+    from mesh_t5.config import get_model_config
+
+    torch.set_num_threads(1)
+    config = get_model_config(spec["model"])
+    params = network.init_params_numpy(config, seed=0)
+    batch = random_batch(config, spec["batch"], spec["inputs"], spec["targets"])
+    sides = {"mesh_t5": MeshStep(config, params, batch), "transformers": HFStep(config, params, batch)}
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for step in sides.values():
+        step()  # compile / warm up
+    for _ in range(spec["repeats"]):
+        for name, step in sides.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {"step_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)}
+        for name, ts in times.items()
+    }
