@@ -17,8 +17,7 @@ import argparse
 import os
 import statistics
 
-from benchmarks.run import _alternate
-from benchmarks.steps import MeshStep, random_batch
+from benchmarks.steps import MeshStep, alternate, random_batch
 from mesh_t5 import network
 from mesh_t5.config import REMAT_POLICIES, get_model_config
 
@@ -45,7 +44,7 @@ def main() -> None:
               flush=True)  # fmt: skip
         step()  # the first call compiles the jitted step again (jit's own cache)
         sides[policy] = step
-    times = _alternate(sides, args.repeats)
+    times = alternate(sides, args.repeats)
     print(f"load average after {os.getloadavg()}")
     base = statistics.median(times[next(iter(times))])
     for name, ts in times.items():

@@ -58,17 +58,6 @@ def _uptime_load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def _alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Times each fn `repeats` times, round-robin (a, b, c, a, b, c, ...): load drift hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def _worker(spec: dict) -> dict:
     """Runs a benchmarks.steps worker in a fresh Python process; returns its JSON result."""
     env = dict(os.environ)
@@ -96,7 +85,7 @@ def matmul_ceiling(n: int, repeats: int) -> dict[str, float]:
     jax.block_until_ready(matmul(a))
     t = torch.from_numpy(np.array(a))  # a writable copy
     torch.mm(t, t)
-    timed = _alternate(
+    timed = steps.alternate(
         {"jax": lambda: jax.block_until_ready(matmul(a)), "torch": lambda: torch.mm(t, t)}, repeats
     )
     return {name: 2 * n**3 / min(ts) / 1e9 for name, ts in timed.items()}
@@ -132,7 +121,7 @@ def bench_training(args: argparse.Namespace, ceiling: float) -> list[dict]:
             start = time.perf_counter()
             fn()
             first[name] = time.perf_counter() - start
-        times = _alternate(sides, args.repeats)
+        times = steps.alternate(sides, args.repeats)
         for name, ts in times.items():
             median = statistics.median(ts)
             rows.append({
@@ -166,7 +155,7 @@ def bench_lengths(args: argparse.Namespace) -> list[dict]:
         }
         for fn in sides.values():
             fn()  # compile / warm up
-        times = _alternate(sides, args.length_repeats)
+        times = steps.alternate(sides, args.length_repeats)
         row = {"inputs": inputs, "targets": targets}
         row.update({name: statistics.median(ts) for name, ts in times.items()})
         print(f"  inputs {inputs:5} targets {targets:4}: mesh_t5 {row['mesh_t5']:.2f} s, "
@@ -192,7 +181,7 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
     hf = HFDecoder(config, params_np, inputs)
     n = args.decode_new
     encode = jax.jit(lambda p, x: network.encode(p, x, config))
-    encoder_s = _alternate(
+    encoder_s = steps.alternate(
         {"mesh_t5": lambda: jax.block_until_ready(encode(params, inputs)), "transformers": hf.encode},
         args.repeats + 1,
     )  # the first call of each compiles / warms up: dropped below
@@ -204,7 +193,7 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
         ours = np.asarray(fn(params, inputs))  # compiles
         theirs = hf.generate(n, beam).numpy()[:, 1:]
         agree = _agreeing_prefix(ours if beam == 1 else ours[:, 0], theirs)
-        times = _alternate(
+        times = steps.alternate(
             {"mesh_t5": lambda f=fn: jax.block_until_ready(f(params, inputs)), "transformers": lambda k=beam: hf.generate(n, k)},
             args.repeats,
         )  # fmt: skip

@@ -12,6 +12,7 @@ Batches are random tokens, no padding, every target weighted: [B, inputs] / [B, 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,17 @@ import numpy as np
 from mesh_t5.config import T5Config
 
 LEARNING_RATE = 0.01
+
+
+def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Times each fn `repeats` times, round-robin (a, b, c, a, b, c, ...): load drift hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def random_batch(config: T5Config, batch: int, inputs: int, targets: int, seed: int = 0) -> dict:
@@ -197,14 +209,9 @@ def one_core_worker(spec: dict[str, Any]) -> dict[str, Any]:
     params = network.init_params_numpy(config, seed=0)
     batch = random_batch(config, spec["batch"], spec["inputs"], spec["targets"])
     sides = {"mesh_t5": MeshStep(config, params, batch), "transformers": HFStep(config, params, batch)}
-    times: dict[str, list[float]] = {name: [] for name in sides}
     for step in sides.values():
         step()  # compile / warm up
-    for _ in range(spec["repeats"]):
-        for name, step in sides.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+    times = alternate(sides, spec["repeats"])
     return {
         name: {"step_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)}
         for name, ts in times.items()
