@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +18,15 @@ from mesh_t5.config import T5Config
 
 # Programs some tests run in a fresh process (tests/scripts/README.md).
 SCRIPTS = pathlib.Path(__file__).parent / "scripts"
+
+
+def run_script(
+    name: str, *args: str, env: dict[str, str] | None = None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Runs tests/scripts/NAME with this Python in a fresh process; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def tiny_config(**overrides: object) -> T5Config:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
-from conftest import SCRIPTS
+from conftest import run_script
 
 from mesh_t5 import checkpoints, cli, export, inference, network
 from mesh_t5.config import DecodeOptions, T5Config
@@ -89,10 +87,9 @@ def exported(tmp_path_factory):
     print(f"export: {time.time() - start:.1f}s")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.time()
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "load_saved_models.py"), ",".join(dirs.values()), json.dumps(TEXTS)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script(
+        "load_saved_models.py", ",".join(dirs.values()), json.dumps(TEXTS), env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"fresh process: {time.time() - start:.1f}s")

@@ -27,7 +27,7 @@ DRIVER = HERE / "fault_driver.py"
 STEPS = 12
 sys.path.insert(0, str(HERE))
 import fault_driver  # noqa: E402
-from conftest import SCRIPTS  # noqa: E402
+from conftest import run_script  # noqa: E402
 
 CONFIG = get_model_config("tiny")  # = models/tiny.gin, what fault_driver.py trains
 ABSTRACT = steps.abstract_state(CONFIG, optim.make_optimizer())
@@ -424,11 +424,5 @@ def test_tensorflow_start_up_is_quiet():
     # TF 2.21 prints cudart/cuInit/CPU-feature lines through absl's C++ logging, some before it reads
     # TF_CPP_MIN_LOG_LEVEL; `mesh-t5` (without --verbose) imports it with those silenced.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "MESH_T5_"))}
-    out = subprocess.run(
-        [sys.executable, str(SCRIPTS / "quiet_tensorflow.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_script("quiet_tensorflow.py", env=env, timeout=300)
     assert out.returncode == 0 and out.stderr == "", out.stderr

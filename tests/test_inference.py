@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SCRIPTS
+from conftest import run_script
 
 from mesh_t5 import inference, network
 from mesh_t5.commands import infer
@@ -449,15 +449,7 @@ def test_bad_command_lines(argv, needle):
 def test_beam_search_and_sampling_on_a_mesh_match_one_device():
     """Beam search (cache expanded and reordered on a sharded batch) and sampling on data:2,model:2."""
     import os
-    import subprocess
-    import sys
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "decode_on_mesh.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
+    proc = run_script("decode_on_mesh.py", env=env, timeout=900)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SCRIPTS, jitted_forward, tiny_config, tiny_params
+from conftest import jitted_forward, run_script, tiny_config, tiny_params
 
 from mesh_t5 import layers, losses, network
 
@@ -198,11 +196,5 @@ def test_remat_policies_give_the_same_gradients() -> None:
 
 def test_sharded_init_and_logits_on_a_fake_8_device_mesh() -> None:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run(
-        [sys.executable, str(SCRIPTS / "sharded_init_logits.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = run_script("sharded_init_logits.py", env=env, timeout=600)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

@@ -1,11 +1,9 @@
 """`mesh-t5 plan`: parameter bytes against the architecture's formula, the activation formula, the CLI."""
 
 import math
-import subprocess
-import sys
 
 import pytest
-from conftest import SCRIPTS
+from conftest import run_script
 
 from mesh_t5 import cli, plan
 from mesh_t5.config import REMAT_POLICIES, T5Config, get_model_config
@@ -149,9 +147,7 @@ def test_plan_command_prints_the_report(capsys):
 
 def test_plan_11b_runs_in_seconds_without_touching_devices():
     # A fresh process: nothing allocates 45 GB, and jax.devices() (1 CPU here) does not limit a 512-way plan.
-    out = subprocess.run(
-        [sys.executable, str(SCRIPTS / "plan_11b.py")], capture_output=True, text=True, timeout=120
-    )
+    out = run_script("plan_11b.py", timeout=120)
     assert out.returncode == 0, out.stderr
     seconds = float(out.stdout.split("SECONDS")[1])
     assert seconds < 30 and math.isfinite(seconds)
