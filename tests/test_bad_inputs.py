@@ -273,6 +273,10 @@ CLI_CASES = [
     (PLAN + "--layout_rules=heads:nope", "names mesh axis 'nope'"),
     (PLAN + "--gin.T5Config.d_model=abc", "T5Config.d_model='abc' must be an integer"),
     (PLAN + "--gin.T5Config.bogus=1", "unknown T5Config field(s) bogus"),
+    (
+        PLAN + "--gin.T5Config.remat=\"'some'\"",
+        "remat='some' is unknown; pick one of none, full, minimal, dots",
+    ),
     ("plan --mesh_shape=data:2", "no model given"),
     # tasks
     ("tasks --module=no_such_module_xyz", "cannot be imported"),
