@@ -43,24 +43,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import decoding, network
+from mesh_t5 import decoding, inference, network
 from mesh_t5.config import get_model_config
 
 
-def _decoder(params, config, inputs, length: int, beam_size: int):
-    params = network.unstack_decoder_layers(params, config)  # as inference does, outside the loop
-    cache = network.init_decode_cache(params, config, encoder_input_tokens=inputs, max_decode_length=length)
+def _decoder(params, config, inputs, length: int, beam_size: int, mods=None):
+    """Decodes `length` tokens with EOS masked; `mods` (.network, .decoding: another revision's,
+    see benchmarks/decode_ab.py) defaults to this tree's modules."""
+    net, dec = (network, decoding) if mods is None else (mods.network, mods.decoding)
+    params = net.unstack_decoder_layers(params, config)  # as inference does, outside the loop
+    cache = net.init_decode_cache(params, config, encoder_input_tokens=inputs, max_decode_length=length)
 
     def step(last, cache):
-        logits, cache = network.decode_step(params, cache, last, config)
+        logits, cache = net.decode_step(params, cache, last, config)
         return logits.at[:, config.eos_id].set(-1e9), cache  # never stop early: time the full length
 
-    common = dict(
-        batch_size=inputs.shape[0], max_decode_length=length, cache_batch_axis=network.CACHE_BATCH_AXIS
-    )
+    common = dict(batch_size=inputs.shape[0], max_decode_length=length, cache_batch_axis=net.CACHE_BATCH_AXIS)
     if beam_size == 1:
-        return decoding.greedy_decode(step, cache, **common)[0]
-    return decoding.beam_search(step, cache, beam_size=beam_size, **common)[0]
+        return dec.greedy_decode(step, cache, **common)[0]
+    return dec.beam_search(step, cache, beam_size=beam_size, **common)[0]
 
 
 def _best_ms(fn: Callable[[], jax.Array], repeats: int, *, warm_up: bool = True) -> float:
@@ -86,6 +87,36 @@ def copy_bandwidth_gbs(repeats: int) -> float:
         return state[0]
 
     return 2 * nbytes / _best_ms(step, max(repeats, 5)) / 1e6
+
+
+def products_step_s(config, rows: int, repeats: int, steps: int = 16) -> float:
+    """Seconds per step of a decode step's weight products alone, at `rows` rows, as a decode compiles them.
+
+    One step multiplies [rows, .] by every decoder kernel (self-attention q, k, v, o; cross-attention
+    q, o; the feed-forward) and the output matrix [D, V]: what no decoder of this model avoids, run
+    here with nothing else, in a `fori_loop` of `steps` steps (each step's inputs depend on the last
+    step, so nothing is hoisted), compiled with `inference.decode_compiler_options()`. Random float32
+    kernels of the model's shapes; the best of `repeats` loops.
+    """
+    d, inner, f = config.d_model, config.inner_dim, config.d_ff
+    per_layer = [(d, inner)] * 3 + [(inner, d)] + ([(d, inner), (inner, d)] if config.has_encoder else [])
+    per_layer += [(d, f)] * (2 if config.is_gated else 1) + [(f, d)]
+    shapes = per_layer * config.num_decoder_layers + [(d, config.vocab_size)]
+    rng = np.random.default_rng(0)
+    kernels = [jnp.asarray(rng.standard_normal(shape, np.float32) * 0.02) for shape in shapes]
+    inputs = {n: jnp.asarray(rng.standard_normal((rows, n), np.float32)) for n in {a for a, _ in shapes}}
+
+    def loop(kernels, inputs):
+        def body(_, carry):
+            for w in kernels:
+                y = jnp.dot(inputs[w.shape[0]] * (1.0 + carry), w)
+                carry = carry + jnp.sum(y) * 1e-30  # all of y: a slice of it would let XLA shrink the product
+            return carry
+
+        return jax.lax.fori_loop(0, steps, body, jnp.zeros((), jnp.float32))
+
+    fn = jax.jit(loop, compiler_options=inference.decode_compiler_options())
+    return _best_ms(lambda: fn(kernels, inputs), repeats) / 1e3 / steps
 
 
 def hf_model(config, params):
@@ -193,10 +224,14 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> No
             enc_fn = jax.jit(
                 lambda p, x, n=length: network.init_decode_cache(
                     p, config, encoder_input_tokens=x, max_decode_length=n
-                )
+                ),
+                compiler_options=inference.decode_compiler_options(),
             )
             enc_ms = _best_ms(lambda f=enc_fn: f(params, inputs), args.repeats)
-            fn = jax.jit(lambda p, x, n=length, k=beam: _decoder(p, config, x, n, k))
+            fn = jax.jit(
+                lambda p, x, n=length, k=beam: _decoder(p, config, x, n, k),
+                compiler_options=inference.decode_compiler_options(),
+            )
             tokens = np.asarray(fn(params, inputs))  # compiles
             assert tokens.shape[-1] == length and not (tokens == config.eos_id).any(), "a row stopped early"
             total_ms = _best_ms(lambda f=fn: f(params, inputs), args.repeats, warm_up=False)

@@ -169,18 +169,25 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
-    from benchmarks.decode_length import HFDecoder, _agreeing_prefix, _decoder, copy_bandwidth_gbs
-    from mesh_t5 import network
+    from benchmarks.decode_length import (
+        HFDecoder,
+        _agreeing_prefix,
+        _decoder,
+        copy_bandwidth_gbs,
+        products_step_s,
+    )
+    from mesh_t5 import inference, network
     from mesh_t5.config import get_model_config
 
     config = get_model_config(args.decode_model)
+    options = inference.decode_compiler_options()  # as mesh-t5 infer compiles a decode
     params_np = network.init_params_numpy(config, seed=0)
     params = jax.device_put(params_np)
     rng = np.random.default_rng(0)
     inputs = jnp.asarray(rng.integers(2, config.vocab_size, (args.batch, args.decode_inputs)), jnp.int32)
     hf = HFDecoder(config, params_np, inputs)
     n = args.decode_new
-    encode = jax.jit(lambda p, x: network.encode(p, x, config))
+    encode = jax.jit(lambda p, x: network.encode(p, x, config), compiler_options=options)
     encoder_s = steps.alternate(
         {"mesh_t5": lambda: jax.block_until_ready(encode(params, inputs)), "transformers": hf.encode},
         args.repeats + 1,
@@ -189,7 +196,7 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
     bandwidth = copy_bandwidth_gbs(5) * 1e9
     rows = []
     for beam in (1, 4):
-        fn = jax.jit(lambda p, x, k=beam: _decoder(p, config, x, n, k))
+        fn = jax.jit(lambda p, x, k=beam: _decoder(p, config, x, n, k), compiler_options=options)
         ours = np.asarray(fn(params, inputs))  # compiles
         theirs = hf.generate(n, beam).numpy()[:, 1:]
         agree = _agreeing_prefix(ours if beam == 1 else ours[:, 0], theirs)
@@ -202,27 +209,34 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
         # The floor: every step reads the decoder's weights, the cross-attention keys and values and
         # the self-attention cache once; at this machine's memory bandwidth, plus the encoder as
         # measured, that is the fastest a decoder of this model can be on this machine.
-        step_bytes = decode_step_bytes(config, params_np, args.batch * beam, args.decode_inputs, n)
+        step_bytes = decode_step_bytes(config, params_np, args.batch, beam, args.decode_inputs, n)
         row["step_floor_s"] = step_bytes / bandwidth
         row["floor_tokens_per_s"] = args.batch * n / (encoder_s["mesh_t5"] + n * row["step_floor_s"])
         row["step_mb"], row["bandwidth_gbs"] = step_bytes / 1e6, bandwidth / 1e9
+        # The products floor: the step's weight products alone, as XLA's CPU dots run them at this
+        # step's row count, plus the encoder as measured.
+        row["products_step_s"] = products_step_s(config, args.batch * beam, args.repeats)
+        row["products_tokens_per_s"] = args.batch * n / (encoder_s["mesh_t5"] + n * row["products_step_s"])
         print(f"  beam {beam}: mesh_t5 {row['mesh_t5']:.0f} tokens/s, transformers {row['transformers']:.0f}, "
               f"same tokens for the first {agree} of {n}", flush=True)  # fmt: skip
         rows.append(row)
     return rows
 
 
-def decode_step_bytes(config: Any, params: dict, rows: int, inputs: int, slots: int) -> int:
+def decode_step_bytes(config: Any, params: dict, batch: int, beams: int, inputs: int, slots: int) -> int:
     """Bytes one cached decode step must read: decoder weights, the output matrix, K/V of both attentions.
 
-    float32; the embedding lookup reads `rows` rows only; the self-attention cache has `slots` slots.
+    float32; the embedding lookup reads batch x beams rows only; the self-attention cache has
+    `slots` slots per row, the cross-attention keys and values one copy per input (the beams of an
+    input share it).
     """
     import jax
 
+    rows = batch * beams
     weights = sum(x.size for x in jax.tree.leaves(params["decoder"]))
     weights += params["token_embedder"]["embedding"].size if config.tie_word_embeddings else 0
     weights += params["logits_dense"]["kernel"].size if not config.tie_word_embeddings else 0
-    kv = 2 * config.num_decoder_layers * rows * config.inner_dim * (inputs + slots)
+    kv = 2 * config.num_decoder_layers * config.inner_dim * (batch * inputs + rows * slots)
     return 4 * (weights + kv + rows * config.d_model)
 
 
@@ -345,21 +359,26 @@ def render(results: dict) -> str:
         lines += ["", f"### Decoding, {a['decode_model']}, batch {a['batch']}, {a['decode_inputs']} input tokens, "
                   f"{a['decode_new']} new (EOS masked), encoder included, medians of {a['repeats']}", "",
                   "| search | mesh_t5 tokens/s | generate tokens/s | × generate | same tokens "
-                  "| MB read per step | floor tokens/s | floor × generate |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+                  "| MB read per step | floor tokens/s | floor × generate | products ms/step "
+                  "| products floor tokens/s | products floor × generate |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for r in results["decode"]:
             search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
             lines.append(f"| {search} | {r['mesh_t5']:,.0f} | "
                          f"{r['transformers']:,.0f} | {r['mesh_t5'] / r['transformers']:.2f} | "
                          f"{r['agree']} / {a['decode_new']} | {r['step_mb']:,.0f} | {r['floor_tokens_per_s']:,.0f} | "
-                         f"{r['floor_tokens_per_s'] / r['transformers']:.2f} |")  # fmt: skip
+                         f"{r['floor_tokens_per_s'] / r['transformers']:.2f} | {r['products_step_s'] * 1e3:.1f} | "
+                         f"{r['products_tokens_per_s']:,.0f} | {r['products_tokens_per_s'] / r['transformers']:.2f} |")  # fmt: skip
         r = results["decode"][0]
         lines += ["", f"Encoder alone (batch {a['batch']} × {a['decode_inputs']}, median): mesh_t5 "
                   f"{r['encoder_s']['mesh_t5']:.3f} s, transformers {r['encoder_s']['transformers']:.3f} s. "
                   f"Floor = the encoder as measured + {a['decode_new']} steps each reading the MB above once at "
                   f"the measured memory bandwidth ({r['bandwidth_gbs']:.1f} GB/s: an in-place pass over 64 MB, "
                   "read + written): what mesh_t5 would reach with its encoder as it is and every decode step as fast as "
-                  "this machine can read what the step needs."]  # fmt: skip
+                  "this machine can read what the step needs. Products floor = the encoder as measured + "
+                  f"{a['decode_new']} times the step's weight products alone (every decoder kernel and the output "
+                  "matrix at the step's rows, in a jitted loop compiled as a decode is): what mesh_t5 would reach if "
+                  "nothing but those products cost time, as XLA's CPU dot library runs them."]  # fmt: skip
     if "data" in results:
         consume = results["data"]["step_tokens_per_s"]
         lines += ["", f"Data pipeline (span corruption + packing, 512 / 114, one process): "

@@ -8,6 +8,9 @@ where `cache` is any pytree. Leaves of rank > `cache_batch_axis` carry the batch
 `cache_batch_axis` (0 by default, as in the network's cache; a cache stacked as `[layers, batch, ...]` uses 1);
 lower-rank leaves (a scalar step index) are passed through untouched. Beam search flattens
 `[batch, beam]` into that axis (batch-major: row b*K + k) and reorders it by beam indices.
+State that belongs to an input rather than to one of its beams (an encoder-decoder's cross-attention
+keys and values) can be wrapped in `PerInput`: beam search leaves it at batch B, so tokens_to_logits
+then gets last_tokens of B*K rows beside it and must read row b*K + k's state from row b.
 
 Conventions (shared by all functions):
 - decoding starts by feeding the start token (PAD=0 for T5) and returns `max_decode_length` tokens
@@ -19,6 +22,7 @@ Conventions (shared by all functions):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,9 +39,31 @@ NEG_INF = -jnp.inf
 # ----------------------------------------------------------------------------- cache helpers
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PerInput:
+    """Cache state shared by all beams of an input: never expanded to beams nor reordered.
+
+    Expanding an encoder-decoder's cross-attention keys and values to K beams makes K equal copies,
+    and every step then reads all of them: at t5-small, batch 8 x 256 inputs, beam 4, 200 MB per
+    step instead of 50. Kept per input, the network attends from the K beams' queries of input b
+    to one copy (its cache's `encoder` entry).
+    """
+
+    value: PyTree
+
+
+def _is_per_input(x: Any) -> bool:
+    return isinstance(x, PerInput)
+
+
 def _map_batched(fn: Callable[[jax.Array], jax.Array], cache: PyTree, axis: int) -> PyTree:
-    """Applies fn to the cache leaves that carry a batch axis at `axis`."""
-    return jax.tree.map(lambda x: fn(x) if jnp.ndim(x) > axis else x, cache)
+    """Applies fn to the cache leaves that carry a batch axis at `axis` (not to PerInput state)."""
+
+    def apply(x: Any) -> Any:
+        return x if _is_per_input(x) or jnp.ndim(x) <= axis else fn(x)
+
+    return jax.tree.map(apply, cache, is_leaf=_is_per_input)
 
 
 def expand_cache_to_beams(cache: PyTree, beam_size: int, axis: int = 0) -> PyTree:
@@ -59,15 +85,14 @@ def _reorder_updated(old: PyTree, new: PyTree, beam_indices: jax.Array, axis: in
     came in (`old`, the same traced value) are kept as they are.
 
     A leaf no step changes still holds the beam_size equal copies of each row that
-    expand_cache_to_beams made, so reordering it within the row would only copy it: e.g. the
-    encoder-decoder's cross-attention keys and values, gathered (and copied) at every step before.
+    expand_cache_to_beams made, so reordering it within the row would only copy it.
     """
-    old_leaves = jax.tree.leaves(old)
-    new_leaves, treedef = jax.tree.flatten(new)
+    old_leaves = jax.tree.leaves(old, is_leaf=_is_per_input)
+    new_leaves, treedef = jax.tree.flatten(new, is_leaf=_is_per_input)
     if len(old_leaves) != len(new_leaves):  # a different structure: nothing known to be kept
         return gather_cache_beams(new, beam_indices, axis)
     leaves = [
-        n if n is o else gather_cache_beams(n, beam_indices, axis)
+        n if n is o or _is_per_input(n) else gather_cache_beams(n, beam_indices, axis)
         for o, n in zip(old_leaves, new_leaves, strict=True)
     ]
     return jax.tree.unflatten(treedef, leaves)

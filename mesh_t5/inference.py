@@ -111,14 +111,29 @@ def _layout_key(layout: layouts.Layout | None) -> Any:
     return None if layout is None else (layout.mesh, tuple(sorted(layout.rules.items())))
 
 
+def decode_compiler_options() -> dict[str, str] | None:
+    """XLA options for compiling a decode (None: the defaults), for the default backend.
+
+    On CPU, dots go to XLA's own Eigen-based library instead of YNNPACK fusions. A decode step
+    multiplies a few rows (batch, or batch x beams) by every decoder weight, and at few rows
+    YNNPACK runs far below Eigen: [8, 512] x [512, 512] in a 64-step loop, 161 vs 99 us per
+    product (2 cores, idle); the encoder run inside the same decode was also faster (0.83 vs
+    1.05 s, t5-small, batch 8 x 256). Training keeps the default: its dots have thousands of rows.
+    On other backends the option does not apply.
+    """
+    if jax.default_backend() != "cpu":
+        return None
+    return {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
 _JITTED: dict[Any, Any] = {}
 
 
-def _jitted(fn: Any, key: Any, **static: Any) -> Any:
+def _jitted(fn: Any, key: Any, compiler_options: dict[str, str] | None = None, **static: Any) -> Any:
     """One jax.jit per (function, static options, layout); jit itself caches per input shape."""
     full_key = (fn.__name__, key, tuple(sorted(static.items())))
     if full_key not in _JITTED:
-        _JITTED[full_key] = jax.jit(functools.partial(fn, **static))
+        _JITTED[full_key] = jax.jit(functools.partial(fn, **static), compiler_options=compiler_options)
     return _JITTED[full_key]
 
 
@@ -149,7 +164,13 @@ def generate_tokens_and_scores(
         raise UserError("no parameters to decode with; pass at least one set of params")
     inputs = validate.token_ids(encoder_input_tokens, "encoder_input_tokens", config.vocab_size)  # [B, S]
     # The seed enters as the traced rng: one compiled function serves every seed.
-    fn = _jitted(decode, _layout_key(layout), config=config, options=dataclasses.replace(options, seed=0))
+    fn = _jitted(
+        decode,
+        _layout_key(layout),
+        compiler_options=decode_compiler_options(),
+        config=config,
+        options=dataclasses.replace(options, seed=0),
+    )
     tokens, scores = _run(fn, layout, tuple(params_list), jnp.asarray(inputs), jax.random.key(options.seed))
     return np.asarray(tokens, np.int32), np.asarray(scores, np.float32)
 

@@ -180,6 +180,29 @@ def attend(
     return layouts.constrain(out, ("batch", "length", "embed"))
 
 
+def attend_cached(
+    params: Params, q: jax.Array, keys: jax.Array, values: jax.Array, bias: jax.Array | None
+) -> jax.Array:
+    """attend() without dropout over a decode cache: keys [B, H, K, S], values [B, H, S, K].
+
+    Both products then read the cache as stored, a [K, S] and an [S, K] block per head, with the
+    few query rows on the left (as t5x's decode cache, keys keep the length last). Given [B, S, H, K]
+    views, XLA's CPU backend ran the products with the cache as the left or a transposed operand:
+    t5-small, batch 8, 256 input tokens, beam 4 (the 4 beams of an input as 4 queries against its
+    keys): 1.65 ms per layer and step for the scores and 2 ms for the context.
+    """
+    dtype = q.dtype
+    qh = jnp.swapaxes(q, 1, 2)  # [B, H, T, K]: T is a few rows
+    heads = ((0, 1), (0, 1))
+    logits = jax.lax.dot_general(qh, keys, (((3,), (2,)), heads), preferred_element_type=jnp.float32)
+    if bias is not None:
+        logits = logits + bias  # [B, H, T, S]
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    out = jax.lax.dot_general(weights, values, (((3,), (2,)), heads))  # [B, H, T, K]
+    out = dense(jnp.swapaxes(out, 1, 2), params["out"].astype(dtype), contract=2)
+    return layouts.constrain(out, ("batch", "length", "embed"))
+
+
 def attention(
     params: Params,
     x_q: jax.Array,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import layers, layouts
+from mesh_t5 import decoding, layers, layouts
 from mesh_t5.config import T5Config
 
 Params = dict[str, Any]
@@ -201,43 +201,46 @@ def _decoder_layer(
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Returns (x [B, T, D], self-attention (keys, values) [B, T, H, K]).
 
-    With kv_cache, this layer's caches [B, H, M, K]: the new keys and values are written at
-    slots index.. and the layer attends over all M slots; the updated caches are returned in
-    place of (keys, values).
+    cross_kv: the encoder output's keys and values [B, S, H, K]. With kv_cache (decoding), this
+    layer's cached keys [B, H, K, M] and values [B, H, M, K]: the new keys and values are written
+    at slots index.. and the layer attends over all M slots; the updated caches are returned in
+    place of (keys, values), and cross_kv comes from the cache too, keys [B, H, K, S] and values
+    [B, H, S, K].
     """
     r = _split(rng, 6)
     eps, rate = config.layer_norm_epsilon, config.dropout_rate
     h = layers.rms_norm(x, lp["self_attention_norm"]["scale"], eps)
     q = layers.project_q(lp["self_attention"], h)
     k, v = layers.project_kv(lp["self_attention"], h)  # [B, T, H, K]
-    kv_out = (k, v)
-    if kv_cache is not None:
+    if kv_cache is None:
+        kv_out = (k, v)
+        h = layers.attend(lp["self_attention"], q, k, v, self_bias, dropout_rate=rate, dropout_rng=r[0])
+    else:
         keys, values = kv_cache
-        keys, k = _cache_write_read(keys, k, index)  # k, v [B, M, H, K]
-        values, v = _cache_write_read(values, v, index)
+        keys = jax.lax.dynamic_update_slice(
+            keys, jnp.transpose(k, (0, 2, 3, 1)).astype(keys.dtype), (0, 0, 0, index)
+        )
+        values = jax.lax.dynamic_update_slice(
+            values, jnp.swapaxes(v, 1, 2).astype(values.dtype), (0, 0, index, 0)
+        )
         kv_out = (keys, values)
-    h = layers.attend(lp["self_attention"], q, k, v, self_bias, dropout_rate=rate, dropout_rng=r[0])
+        h = layers.attend_cached(lp["self_attention"], q, keys, values, self_bias)
     x = x + layers.dropout(h, rate, r[1])
     if cross_kv is not None:
         h = layers.rms_norm(x, lp["cross_attention_norm"]["scale"], eps)
-        q = layers.project_q(lp["cross_attention"], h)
-        h = layers.attend(
-            lp["cross_attention"], q, *cross_kv, cross_bias, dropout_rate=rate, dropout_rng=r[2]
-        )
-        x = x + layers.dropout(h, rate, r[3])
+        q = layers.project_q(lp["cross_attention"], h)  # [R, T, H, K]
+        # R = G * B rows against the B inputs' keys (G > 1: beams that share their input's keys,
+        # batch-major): the G rows of an input attend as G * T queries of one row.
+        rows, t = q.shape[:2]
+        q = q.reshape(cross_kv[0].shape[0], -1, *q.shape[2:])  # [B, G * T, H, K]
+        if kv_cache is None:
+            h = layers.attend(
+                lp["cross_attention"], q, *cross_kv, cross_bias, dropout_rate=rate, dropout_rng=r[2]
+            )
+        else:  # the decode cache's keys [B, H, K, S] and values [B, H, S, K]
+            h = layers.attend_cached(lp["cross_attention"], q, *cross_kv, cross_bias)
+        x = x + layers.dropout(h.reshape(rows, t, -1), rate, r[3])
     return _ffn(lp, x, config, r[4], r[5]), kv_out
-
-
-def _cache_write_read(
-    cache: jax.Array, new: jax.Array, index: jax.Array | int
-) -> tuple[jax.Array, jax.Array]:
-    """Writes new [B, T, H, K] at slots index.. of a layer's cache [B, H, M, K], in place.
-
-    Returns (cache, its slots as [B, M, H, K], a transposed view that XLA folds into the
-    attention dots).
-    """
-    cache = jax.lax.dynamic_update_slice(cache, jnp.swapaxes(new, 1, 2).astype(cache.dtype), (0, 0, index, 0))
-    return cache, jnp.swapaxes(cache, 1, 2)
 
 
 _REMAT_POLICIES = {
@@ -328,11 +331,14 @@ def _self_mask(length: int, segment_ids: jax.Array | None, causal_attention: jax
 def _logits(params: Params, x: jax.Array, config: T5Config) -> jax.Array:
     """Returns float32 logits [B, T, V] from the decoder output x [B, T, D]."""
     if config.tie_word_embeddings:
-        emb = params["token_embedder"]["embedding"].astype(x.dtype)
-        logits = layers.dense(x * config.d_model**-0.5, emb.T, preferred_element_type=jnp.float32)
+        x = x * config.d_model**-0.5
+        if "decode_logits_kernel" in params:  # unstack_decoder_layers' [D, V] copy, when decoding
+            kernel = params["decode_logits_kernel"]
+        else:
+            kernel = jnp.transpose(params["token_embedder"]["embedding"])
     else:
-        kernel = params["logits_dense"]["kernel"].astype(x.dtype)
-        logits = layers.dense(x, kernel, preferred_element_type=jnp.float32)
+        kernel = params["logits_dense"]["kernel"]
+    logits = layers.dense(x, kernel.astype(x.dtype), preferred_element_type=jnp.float32)
     return layouts.constrain(logits, ("batch", "length", "vocab"))
 
 
@@ -402,11 +408,15 @@ def forward(
 #
 # Cache layout (every leaf of rank >= 1 has the batch on axis 0, CACHE_BATCH_AXIS):
 #   layers                  a tuple with one dict per decoder layer:
-#     self_key, self_value    [B, H, M, K]  self-attention keys/values, slot = position
-#     cross_key, cross_value  [B, H, S, K]  encoder-decoder only: computed once from the encoder output
+#     self_key                [B, H, K, M]  self-attention keys, slot = position
+#     self_value              [B, H, M, K]  self-attention values
 #   start                   [B] int32     first valid slot per row (> 0 for left-aligned short prompts)
-#   encoder_mask            [B, S] bool   encoder-decoder only: True at non-pad encoder tokens
 #   index                   [] int32      the slot the next decode_step writes (same for every row)
+#   encoder                 encoder-decoder only, a decoding.PerInput (beam search keeps it at the
+#                           batch of inputs, B, while the rest of the cache has B * beams rows):
+#     keys, values            tuples, one per decoder layer of the cross-attention keys [B, H, K, S]
+#                             and values [B, H, S, K], computed once from the encoder output
+#     mask                    [B, S] bool   True at non-pad encoder tokens
 #
 # One leaf per layer, and the cached decoder runs its layers as an unrolled Python loop rather
 # than a scan over stacked [L, ...] caches: inside a scan, XLA's CPU backend materialised each
@@ -415,11 +425,12 @@ def forward(
 # slices too. Unrolled, every cache is updated in place and read once by the attention dots;
 # compile time grows with the layer count (T5 1.1 small, 8 decoder layers: 5.1 -> 7.5 s).
 # Heads come before slots (as in the per-head attention dot products) so that the dots read each
-# head's [M, K] (or [S, K]) block as stored; in [.., M, H, K] order every step made a transposed
-# copy of each layer's whole keys and values.
+# head's [K, M] key and [M, K] value blocks (or [K, S], [S, K]) as stored, with the queries as the
+# left operand (layers.attend_cached); in [.., M, H, K] order every step made a transposed copy of
+# each layer's whole keys and values.
 
 CACHE_BATCH_AXIS = 0
-CACHE_SLOT_AXIS = 2  # of a layer's self_key / self_value: M, the number of slots (max_decode_length)
+CACHE_SLOT_AXIS = 2  # of a layer's self_value: M, the number of slots (max_decode_length)
 
 
 def unstack_decoder_layers(params: Params, config: T5Config) -> Params:
@@ -427,13 +438,22 @@ def unstack_decoder_layers(params: Params, config: T5Config) -> Params:
 
     decode_step and prefill take stacked or unstacked params alike. Unstack once, outside the
     decode loop: sliced inside it, XLA's CPU backend copies every layer's weights each step
-    (~90 MB for T5 1.1 small) instead of hoisting the slices out of the loop.
+    (~90 MB for T5 1.1 small) instead of hoisting the slices out of the loop. With tied
+    embeddings the result also holds `decode_logits_kernel`, the output matrix as [D, V].
     """
     stacked = decoder_layers(params, config)
     if isinstance(stacked, tuple):
         return params
     per_layer = tuple(jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(config.num_decoder_layers))
-    return {**params, "decoder": {**params["decoder"], "layers": per_layer}}
+    out = {**params, "decoder": {**params["decoder"], "layers": per_layer}}
+    if config.tie_word_embeddings:
+        # The output matrix as [D, V], once (50 ms at t5-small): multiplying by the embedding [V, D]
+        # transposed inside the loop runs XLA CPU's Eigen dot on a transposed operand, 4-5x slower at
+        # 8 rows (t5-small, batch 8: 22.8 vs 4.2 ms per step, with decode_compiler_options). The
+        # barrier keeps XLA from folding the transpose back into the dot.
+        kernel = layouts.constrain(jnp.transpose(params["token_embedder"]["embedding"]), ("embed", "vocab"))
+        out["decode_logits_kernel"] = jax.lax.optimization_barrier(kernel)
+    return out
 
 
 def init_decode_cache(
@@ -453,28 +473,38 @@ def init_decode_cache(
         batch_size = encoder_input_tokens.shape[0]
     elif batch_size is None:
         raise ValueError("init_decode_cache needs batch_size for a decoder-only model")
-    shape = (batch_size, config.num_heads, max_decode_length, config.d_kv)
+    b, h, m, k = batch_size, config.num_heads, max_decode_length, config.d_kv
     layer_caches = [
-        {"self_key": jnp.zeros(shape, config.dtype), "self_value": jnp.zeros(shape, config.dtype)}
+        {
+            "self_key": jnp.zeros((b, h, k, m), config.dtype),
+            "self_value": jnp.zeros((b, h, m, k), config.dtype),
+        }
         for _ in range(config.num_decoder_layers)
     ]
     cache: dict[str, Any] = {
         "start": jnp.zeros((batch_size,), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
     }
+    cache["layers"] = tuple(layer_caches)
     if config.has_encoder:
         encoded = encode(params, encoder_input_tokens, config)  # [B, S, D]
         per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
-        for lp, layer_cache in zip(per_layer, layer_caches, strict=True):
-            for name in ("key", "value"):
-                kernel = lp["cross_attention"][name].astype(encoded.dtype)
-                layer_cache[f"cross_{name}"] = jnp.einsum("BSD,DHK->BHSK", encoded, kernel)
-        cache["encoder_mask"] = encoder_input_tokens != config.pad_id
+        dtype = encoded.dtype
+        kv = {
+            "keys": tuple(
+                jnp.einsum("BSD,DHK->BHKS", encoded, lp["cross_attention"]["key"].astype(dtype))
+                for lp in per_layer
+            ),
+            "values": tuple(
+                jnp.einsum("BSD,DHK->BHSK", encoded, lp["cross_attention"]["value"].astype(dtype))
+                for lp in per_layer
+            ),
+        }
         # Without the barrier XLA sinks the einsums' output transposes into the decode loop, so
         # every step copied every layer's cross keys and values (t5.1.1-small, batch 8, 512
         # input tokens: 100 MB per step, 87 -> 67 ms/token with the barrier).
-        layer_caches = jax.lax.optimization_barrier(layer_caches)
-    cache["layers"] = tuple(layer_caches)
+        kv = jax.lax.optimization_barrier(kv)
+        cache["encoder"] = decoding.PerInput({**kv, "mask": encoder_input_tokens != config.pad_id})
     return cache
 
 
@@ -497,16 +527,15 @@ def _run_cached(
         dec["relpos_bias"], q_slots, k_slots, config, bidirectional=False
     )
     self_bias = self_bias + layers.mask_to_bias(self_mask)  # [B, H, T, M]
-    cross_bias = None
+    cross_bias, cross = None, [None] * config.num_decoder_layers
     if config.has_encoder:
-        cross_bias = layers.mask_to_bias(cache["encoder_mask"][:, None, None, :])  # [B, 1, 1, S]
+        encoder = cache["encoder"].value
+        cross_bias = layers.mask_to_bias(encoder["mask"][:, None, None, :])  # [B, 1, 1, S]
+        cross = list(zip(encoder["keys"], encoder["values"], strict=True))
     x = layers.embed(params["token_embedder"]["embedding"], tokens, config.dtype)
     per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
     new_layers = []
-    for lp, lc in zip(per_layer, cache["layers"], strict=True):
-        cross_kv = None
-        if config.has_encoder:
-            cross_kv = (jnp.swapaxes(lc["cross_key"], 1, 2), jnp.swapaxes(lc["cross_value"], 1, 2))
+    for lp, lc, cross_kv in zip(per_layer, cache["layers"], cross, strict=True):
         x, (keys, values) = _decoder_layer(
             lp,
             x,
@@ -525,7 +554,7 @@ def _run_cached(
 
 
 def _num_slots(cache: dict[str, Any]) -> int:
-    return cache["layers"][0]["self_key"].shape[CACHE_SLOT_AXIS]
+    return cache["layers"][0]["self_value"].shape[CACHE_SLOT_AXIS]
 
 
 def decode_step(

@@ -366,3 +366,45 @@ def test_beam_search_reorders_only_the_cache_leaves_a_step_changes():
     ref_tokens, ref_scores = run(cache, True)
     np.testing.assert_array_equal(np.asarray(tokens), np.asarray(ref_tokens))
     np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), rtol=1e-6)
+
+
+def test_per_input_state_is_neither_expanded_nor_reordered():
+    """State wrapped in decoding.PerInput stays at batch B under beam search (tokens_to_logits gets
+    B*K rows beside it, batch-major); decoding from it equals decoding from the expanded copies."""
+    batch, length, beams = 3, 5, 4
+    model = ToyModel(vocab=6, length=length, batch=batch, seed=17)
+    seen: list[tuple[int, ...]] = []
+
+    def shared_rows(last, cache):
+        rows = cache["rows"].value  # [B, V], whatever the number of beams
+        seen.append((last.shape[0], *rows.shape))
+        base = {
+            "step": cache["step"],
+            "hist": cache["hist"],
+            "row": jnp.repeat(rows, last.shape[0] // batch, axis=0),
+        }
+        logits, new = model.tokens_to_logits(last, base)
+        return logits, {
+            "step": new["step"],
+            "hist": new["hist"],
+            "rows": decoding.PerInput(cache["rows"].value * 1.0),
+        }
+
+    plain = model.init_cache()
+    shared = {"step": plain["step"], "hist": plain["hist"], "rows": decoding.PerInput(plain["row"])}
+    tokens, scores = decoding.beam_search(
+        shared_rows, shared, batch_size=batch, max_decode_length=length, beam_size=beams
+    )
+    assert set(seen) == {(batch * beams, batch, 6)}
+    ref_tokens, ref_scores = decoding.beam_search(
+        model.tokens_to_logits, plain, batch_size=batch, max_decode_length=length, beam_size=beams
+    )
+    np.testing.assert_array_equal(np.asarray(tokens), np.asarray(ref_tokens))
+    np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), rtol=1e-6)
+    greedy, _ = decoding.greedy_decode(shared_rows, shared, batch_size=batch, max_decode_length=length)
+    ref_greedy, _ = decoding.greedy_decode(
+        model.tokens_to_logits, plain, batch_size=batch, max_decode_length=length
+    )
+    np.testing.assert_array_equal(np.asarray(greedy), np.asarray(ref_greedy))
+    expanded = decoding.expand_cache_to_beams(shared, beams)
+    assert expanded["rows"].value.shape == (batch, 6) and expanded["hist"].shape == (batch * beams,)
