@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,8 +42,12 @@ def _package_modules() -> dict:
 
 def load_revision(rev: str) -> SimpleNamespace:
     """Returns the network, decoding, config and inference modules of mesh_t5 as of git revision `rev`."""
+    archive = subprocess.run(["git", "archive", rev, "mesh_t5"], cwd=ROOT, capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(
+            f"--base {rev}: not a git revision with mesh_t5/ ({archive.stderr.decode().strip()})"
+        )
     tmp = tempfile.mkdtemp(prefix="mesh_t5_base_")
-    archive = subprocess.run(["git", "archive", rev, "mesh_t5"], cwd=ROOT, check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
     current = _package_modules()
     for name in current:
@@ -75,6 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     base = load_revision(args.base)
     from benchmarks.decode_length import HFDecoder, _agreeing_prefix, _decoder
+    from benchmarks.steps import alternate, load_average
     from mesh_t5 import config as new_config
     from mesh_t5 import decoding, inference, network
 
@@ -90,7 +94,7 @@ def main() -> None:
         params[name] = jax.device_put(mods.network.init_params_numpy(configs[name], seed=0))
     inputs = jnp.asarray(rng.integers(2, configs["new"].vocab_size, (args.batch, args.inputs)), jnp.int32)
     hf = HFDecoder(configs["new"], jax.device_get(params["new"]), inputs) if args.transformers else None
-    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    load_before = load_average()
     print(f"base {args.base} vs working tree; {args.model}, batch {args.batch}, {args.inputs} input tokens, "
           f"{args.new} new (EOS masked), encoder included, medians of {args.repeats}; load {load_before}")  # fmt: skip
     for beam in map(int, args.beams.split(",")):
@@ -106,12 +110,7 @@ def main() -> None:
         if hf:
             theirs = hf.generate(args.new, beam).numpy()[:, 1:]
             fns["transformers"] = lambda k=beam: hf.generate(args.new, k)
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(args.repeats):
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+        times = alternate(fns, args.repeats)
         med = {name: statistics.median(ts) for name, ts in times.items()}
         same = bool((tokens["base"] == tokens["new"]).all())
         line = " ".join(
@@ -123,7 +122,7 @@ def main() -> None:
             line += f", new/transformers {med['transformers'] / med['new']:.2f}x"
             line += f", base/transformers {med['transformers'] / med['base']:.2f}x, agree {agree}/{args.new}"
         print(f"beam {beam}: {line}; base and new tokens {'equal' if same else 'DIFFER'}", flush=True)
-    print(f"load after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    print(f"load after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -54,10 +54,6 @@ if "--worker" not in sys.argv:  # before torch loads OpenMP; see the module docs
 BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
 
 
-def _uptime_load() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def _worker(spec: dict) -> dict:
     """Runs a benchmarks.steps worker in a fresh Python process; returns its JSON result."""
     env = dict(os.environ)
@@ -442,7 +438,7 @@ def main() -> None:
     results: dict = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
         "command": command, "machine": _machine(), "torch_threads": torch.get_num_threads(),
-        "load_before": _uptime_load(),
+        "load_before": steps.load_average(),
     }  # fmt: skip
     print(results["machine"], f"load {results['load_before']}", flush=True)
     print("ceiling", flush=True)
@@ -453,7 +449,7 @@ def main() -> None:
     target = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
     def save() -> None:  # after every section, so an interrupted run leaves what it measured
-        results["load_after"] = _uptime_load()
+        results["load_after"] = steps.load_average()
         if write:
             write_section(target, render(results))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,11 @@ import numpy as np
 from mesh_t5.config import T5Config
 
 LEARNING_RATE = 0.01
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as /proc/loadavg gives them, e.g. "1.52 1.73 1.80"."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def alternate(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:

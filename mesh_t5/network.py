@@ -474,18 +474,18 @@ def init_decode_cache(
     elif batch_size is None:
         raise ValueError("init_decode_cache needs batch_size for a decoder-only model")
     b, h, m, k = batch_size, config.num_heads, max_decode_length, config.d_kv
-    layer_caches = [
+    layer_caches = tuple(
         {
             "self_key": jnp.zeros((b, h, k, m), config.dtype),
             "self_value": jnp.zeros((b, h, m, k), config.dtype),
         }
         for _ in range(config.num_decoder_layers)
-    ]
+    )
     cache: dict[str, Any] = {
+        "layers": layer_caches,
         "start": jnp.zeros((batch_size,), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
     }
-    cache["layers"] = tuple(layer_caches)
     if config.has_encoder:
         encoded = encode(params, encoder_input_tokens, config)  # [B, S, D]
         per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
