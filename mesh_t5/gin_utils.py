@@ -26,8 +26,10 @@ from mesh_t5.errors import UserError
 
 PACKAGE_GIN_DIR = Path(__file__).parent / "gin"
 
-# Model files bind `T5Config.<field> = ...` and set `MODEL_CONFIG = @T5Config()`.
-gin.external_configurable(T5Config, "T5Config")
+# Model files bind `T5Config.<field> = ...` and set `MODEL_CONFIG = @T5Config()`. Registered with the
+# config unlocked: a command imported after another one finalized gin's config imports this module.
+with gin.unlock_config():
+    gin.external_configurable(T5Config, "T5Config")
 
 
 def add_gin_flags(parser: argparse.ArgumentParser) -> None:

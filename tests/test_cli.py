@@ -5,6 +5,7 @@ import sys
 
 import gin
 import pytest
+from conftest import run_script
 
 from mesh_t5 import cli, gin_utils
 from mesh_t5.errors import UserError
@@ -106,3 +107,11 @@ def test_unset_macro_in_a_gin_file_is_named():
             gin_utils.parse_gin([], ["T5Config.d_model = %NOT_SET"], finalize=True)
     finally:
         gin.clear_config()
+
+
+def test_configurables_register_after_an_earlier_command_finalized_gin():
+    # A command's first import of mesh_t5.data (or the demo tasks, or gin_utils) may come after an earlier
+    # command in the same process locked gin's config: registering must not fail there.
+    out = run_script("import_after_gin_finalize.py", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "d", "3"]

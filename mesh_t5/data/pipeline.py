@@ -66,9 +66,6 @@ def _task_stream(task: Task, split: str, lengths: Mapping[str, int], **kw) -> St
     return task.get_dataset(split, sequence_length=dict(lengths), **kw)
 
 
-# The one data setting a run's gin may bind (`--gin.get_dataset.use_cached=True`): the commands call
-# get_dataset with everything else spelled out.
-@gin.configurable("get_dataset", allowlist=["use_cached"])
 def get_dataset(
     mixture_or_task_name: str | Task | Mixture,
     task_feature_lengths: Mapping[str, int],
@@ -117,6 +114,14 @@ def get_dataset(
     converter = FeatureConverter(feature_converter, pack=pack, loss_on_targets_only=loss_on_targets_only)
     rows = ConvertedStream(examples, converter, task_feature_lengths, pack_window=pack_window)
     return BatchIterator(rows, batch_size, item.name)
+
+
+# The one data setting a run's gin may bind (`--gin.get_dataset.use_cached=True`): the commands call
+# get_dataset with everything else spelled out. Registered with gin's config unlocked: this module is
+# often first imported lazily, inside a command, after an earlier command in the same process (a
+# test, a notebook) finalized and so locked the config.
+with gin.unlock_config():
+    get_dataset = gin.configurable("get_dataset", allowlist=["use_cached"])(get_dataset)
 
 
 def eval_examples(

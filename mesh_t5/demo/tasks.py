@@ -51,7 +51,6 @@ FAMILY_FEW = "demo_family_few"
 MIXTURE_FEW = "demo_finetune_few"
 
 
-@gin.configurable
 def demo_data_dir(path: str | None = None) -> Path:
     """Returns the data directory of the demo run whose tasks are read (bound by RUN/demo.gin)."""
     if not path:
@@ -60,6 +59,12 @@ def demo_data_dir(path: str | None = None) -> Path:
             "(the run writes it)"
         )
     return Path(path)
+
+
+# Registered with gin's config unlocked: this module may first be imported after a command in the same
+# process finalized (locked) the config.
+with gin.unlock_config():
+    demo_data_dir = gin.configurable(demo_data_dir)
 
 
 def gin_file_text(data_dir: Path) -> str:
