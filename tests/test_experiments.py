@@ -186,10 +186,25 @@ def test_lengths_of_the_span_rows_fit_their_objective_exactly():
 
 def test_toronto_books_is_read_from_the_env_files(tmp_path, monkeypatch):
     (tmp_path / "book1.txt").write_text("Once upon a time there was a book.\nIt had two lines.\n")
+    (tmp_path / "book2.txt").write_text("A second book.\nWith three\nlines.\n")
     monkeypatch.setenv(study_tasks.TBC_ENV, str(tmp_path / "*.txt"))
     task = data.get_task("toronto_books_iid_denoising")
-    raw = list(task.source.iter_split("train"))
-    assert raw == [{"text": "Once upon a time there was a book."}, {"text": "It had two lines."}]
+    source = task.source
+    raw = [r["text"] for r in source.iter_split("train")]
+    assert raw == [
+        "Once upon a time there was a book.",
+        "It had two lines.",
+        "A second book.",
+        "With three",
+        "lines.",
+    ]
+    # Sized like any file source (a resumed run seeks through FileSource.read), so two hosts read
+    # contiguous halves rather than every other line.
+    assert source.num_examples("train") == 5
+    assert [r["text"] for r in source.iter_split("train", start=2)] == raw[2:]
+    assert [[r["text"] for r in source.iter_split("train", 0, h, 2)] for h in (0, 1)] == [raw[:2], raw[2:]]
+    monkeypatch.setenv(study_tasks.TBC_ENV, str(tmp_path / "book2.txt"))  # the variable is read at each use
+    assert source.num_examples("train") == 3
     monkeypatch.delenv(study_tasks.TBC_ENV)
     with pytest.raises(UserError, match="MESH_T5_TBC_FILES=/path/to"):
         list(task.source.iter_split("train"))

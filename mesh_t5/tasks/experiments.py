@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 
 from mesh_t5.data.mixing import rate_num_examples
 from mesh_t5.data.objectives import unsupervised_preprocessors
@@ -62,11 +63,17 @@ TBC_ENV = "MESH_T5_TBC_FILES"
 
 class EnvFilesSource(Source):
     """Text lines (one example {"text": line} each) from the files a glob in an environment variable
-    names, read on first use: registering the task needs no data."""
+    names, read on first use: registering the task needs no data.
+
+    Reads go to a TextLineSource over the variable's current value (made again if it changes), so
+    the files are counted once, a resumed run seeks to its record and hosts read contiguous shards,
+    as with any file source; drops are counted in this source's `dropped`.
+    """
 
     def __init__(self, env: str, what: str, max_tokens: int | None = None):
         super().__init__(max_tokens)
         self.env, self.what = env, what
+        self._source: tuple[str, TextLineSource] | None = None  # (pattern, its source)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -78,11 +85,19 @@ class EnvFilesSource(Source):
             raise UserError(
                 f"{self.what} is not in TFDS: set {self.env}=/path/to/*.txt (your copy, one paragraph per line)"
             )
-        return TextLineSource({"train": pattern})
+        if self._source is None or self._source[0] != pattern:
+            source = TextLineSource({"train": pattern})
+            source.dropped = self.dropped
+            self._source = (pattern, source)
+        return self._source[1]
 
-    def iter_split(self, split: str, start: int = 0, shard_index: int = 0, num_shards: int = 1):
+    def num_examples(self, split: str) -> int | None:
         self.check_split(split)
-        return self._files().iter_split(split, start, shard_index, num_shards)
+        return self._files().num_examples(split)
+
+    def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
+        self.check_split(split)
+        return self._files().read(split, start, stop)
 
     def describe(self, split: str) -> str:
         return f"${self.env} ({os.environ.get(self.env) or 'unset'})"
