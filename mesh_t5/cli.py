@@ -57,12 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mesh-t5: error: unknown command {name!r}; pick one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     try:
-        import gin
-
-        # Importing a command may register gin configurables (gin_utils: T5Config); an earlier command in
-        # this process (the demo, tests) may have finalized, and so locked, the config.
-        with gin.unlock_config():
-            module = importlib.import_module(f"mesh_t5.commands.{name}")
+        # Modules that register gin configurables at import do so with the config unlocked (an earlier
+        # command in this process may have finalized it): tests/test_cli.py checks each of them.
+        module = importlib.import_module(f"mesh_t5.commands.{name}")
     except ModuleNotFoundError as e:
         if e.name == f"mesh_t5.commands.{name}":
             print(f"mesh-t5 {name}: error: this command is not available in this build", file=sys.stderr)
