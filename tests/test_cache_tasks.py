@@ -119,6 +119,7 @@ def test_cached_task_seeks_and_resumes(cached, monkeypatch):
                                  value=lambda r: "dropped" if cache.DROPPED in r else r["targets"].tolist())  # fmt: skip
     assert [i for i, r in enumerate(full) if r == "dropped"] == [7, 14]
     # The pipeline's saved position restores exactly, across shard files, with the gin binding train uses.
+    gin.clear_config()  # from a clean, unlocked config: an earlier in-process command may have finalized it
     gin.parse_config("get_dataset.use_cached = True")
     try:
         for kw in ({}, {"shard_index": 1, "num_shards": 2}):
