@@ -195,6 +195,28 @@ def make_abstract_layout(
     return Layout(AbstractMesh(tuple(shape.values()), tuple(shape.keys())), rules)
 
 
+def layout_for(
+    mesh_shape: str | None,
+    layout_rules: str | Sequence[tuple[str, str]] | None,
+    config: Any,
+    *,
+    batch_size: int | None = None,
+    all_devices_by_default: bool = True,
+) -> Layout | None:
+    """The layout a run uses, checked against the model `config` (and the global batch, when given).
+
+    With no mesh_shape and no layout_rules: None on one device; on several, a data-parallel
+    layout over all of them if `all_devices_by_default` (training and evaluation), else None (the
+    Python model API stays on one device unless a mesh is asked for). A mesh that does not fit the
+    devices, or whose axes do not divide a dimension they split, is one LayoutError line.
+    """
+    if not mesh_shape and not layout_rules and not (all_devices_by_default and jax.device_count() > 1):
+        return None
+    layout = make_layout(mesh_shape or None, layout_rules or None)
+    validate(layout, config, batch_size)
+    return layout
+
+
 # The layout in force while tracing (set by `use_layout`); None means single-device, no constraints.
 _STATE = threading.local()
 

@@ -19,14 +19,6 @@ from mesh_t5.vocab import Vocabulary, load_vocabulary
 FORMATS = ("hf", "mesh_t5")
 
 
-def _make_layout(mesh_shape: str | None, layout_rules: Any, config: T5Config) -> layouts.Layout | None:
-    if mesh_shape is None and layout_rules is None:
-        return None
-    layout = layouts.make_layout(mesh_shape, layout_rules)
-    layouts.validate(layout, config)
-    return layout
-
-
 def _forward_logits(params: Any, batch: dict[str, jax.Array], config: T5Config) -> jax.Array:
     return network.forward(params, batch, config)
 
@@ -80,7 +72,7 @@ class T5Model:
             from mesh_t5 import checkpoints
 
             config, params, vocab_path = checkpoints.load_model(path)
-        layout = _make_layout(mesh_shape, layout_rules, config)
+        layout = layouts.layout_for(mesh_shape, layout_rules, config, all_devices_by_default=False)
         return cls(config, params, vocab_path=vocab_path, layout=layout)
 
     @classmethod
@@ -94,7 +86,7 @@ class T5Model:
                 f"got {type(config).__name__}"
             )
         validate.integer(seed, "seed", minimum=0)
-        layout = _make_layout(mesh_shape, layout_rules, config)
+        layout = layouts.layout_for(mesh_shape, layout_rules, config, all_devices_by_default=False)
         init = functools.partial(network.init_params, config)
         params = layouts.init_sharded(init, network.param_axes(config), layout, jax.random.PRNGKey(seed))
         return cls(config, params, layout=layout)

@@ -175,13 +175,7 @@ def train(
     feature_converter = feature_converter or evaluation.default_feature_converter(model_config)
     schedule = optim.as_schedule(optim.rsqrt_schedule() if learning_rate is None else learning_rate)
     optimizer = optimizer or optim.make_optimizer()
-    layout = (
-        layouts.make_layout(mesh_shape, layout_rules)
-        if (mesh_shape or layout_rules or jax.device_count() > 1)
-        else None
-    )
-    if layout is not None:
-        layouts.validate(layout, model_config, batch_size)
+    layout = layouts.layout_for(mesh_shape, layout_rules, model_config, batch_size=batch_size)
     shard_index, num_shards = layouts.process_batch_shard(layout) if layout else (0, 1)
     shardings = steps.state_shardings(model_config, optimizer, layout)
     abstract = steps.abstract_state(model_config, optimizer)

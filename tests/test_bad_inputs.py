@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config, tiny_params
+from conftest import run_script, tiny_config, tiny_params
 
 from mesh_t5 import cli, data, gin_utils, train
 from mesh_t5.data import preprocessors as pp
@@ -506,3 +506,21 @@ def test_console_sees_one_line_and_exit_2(root, argv, needle):
     assert result.returncode == 2, result.stderr
     check_line(result.stderr, needle.format(r=root))
     assert snapshot(root) == before
+
+
+def test_mesh_that_does_not_divide_the_model_is_one_line_everywhere(tmp_path):
+    # On 3 fake devices (a fresh process): data:1,model:3 fits the devices but splits none of the
+    # tiny model's heads, d_ff or vocabulary evenly. Every command that takes a mesh checks it against
+    # the model first (eval once raised jax's IndivisibleError with a traceback).
+    proc = run_script("mesh_mistakes.py", str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = snapshot(tmp_path)
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(results) == {"train", "eval", "infer", "T5Model.init"}
+    for case, (code, err) in results.items():
+        assert code == (2 if case != "T5Model.init" else "UserError"), (case, err)
+        line = check_line(err, "mesh model:3 does not divide")
+        assert "pick a model axis that divides" in line, (case, line)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"byte", "model", "in.txt"}, names  # no MODEL_DIR, eval dir or output made
+    assert snapshot(tmp_path) == before

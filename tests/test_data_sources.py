@@ -54,6 +54,21 @@ def test_text_line_source_globs_splits_and_invalid_utf8(tmp_path, caplog):
     assert task.stats["truncated inputs"] == 1
 
 
+def test_file_source_sees_files_rewritten_added_and_removed(tmp_path):
+    # A notebook session rewrites its data between two runs: the same source object (a registered
+    # task's) must count and read the files as they are now, not as they were first counted.
+    (tmp_path / "a-0.txt").write_text("x0\nx1\n")
+    src = TextLineSource({"train": str(tmp_path / "a-*.txt")})
+    assert src.num_examples("train") == 2
+    (tmp_path / "a-0.txt").write_text("y0\ny1\ny2\n")  # rewritten, longer
+    assert src.num_examples("train") == 3
+    (tmp_path / "a-1.txt").write_text("z0\n")  # a file added to the glob
+    assert src.num_examples("train") == 4
+    assert [e["text"] for e in src.read("train", 2, 4)] == ["y2", "z0"]  # seeks by the current counts
+    (tmp_path / "a-0.txt").unlink()
+    assert src.num_examples("train") == 1 and [e["text"] for e in src.read("train", 0, 1)] == ["z0"]
+
+
 def test_tsv_and_jsonl_sources(tmp_path):
     (tmp_path / "d.tsv").write_text("sentence\tlabel\ngood movie\t1\nbad\t0\nonly-one-field\n")
     tsv = TsvSource({"train": str(tmp_path / "d.tsv")}, ["sentence", "label"], skip_header_lines=1)

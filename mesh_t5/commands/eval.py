@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from mesh_t5 import checkpoints, evaluation, gin_utils, layouts, network, validate
 from mesh_t5.commands.ensemble import split_checkpoints
 from mesh_t5.config import T5Config
@@ -132,11 +130,7 @@ def evaluate_checkpoints(
     tasks = evaluation.member_tasks(mixture_or_task_name)
     validate.feature_lengths_fit(task_feature_lengths, tasks)
     validate.task_vocabularies_fit(tasks, config.vocab_size)
-    layout = (
-        layouts.make_layout(mesh_shape, layout_rules)
-        if (mesh_shape or layout_rules or jax.device_count() > 1)
-        else None
-    )
+    layout = layouts.layout_for(mesh_shape, layout_rules, config, batch_size=batch_size)
     shardings = None if layout is None else layout.tree_shardings(network.param_axes(config))
     abstract = network.param_shapes(config)
     chosen = _checkpoint_dirs(path, steps)

@@ -142,7 +142,9 @@ class FileSource(Source):
             k: [v] if isinstance(v, str | os.PathLike) else list(v) for k, v in split_to_filepattern.items()
         }
         self.skip_header_lines = skip_header_lines
-        self._lengths: dict[str, list[int]] = {}
+        # split -> ((path, size, mtime_ns) of each file, records of each file): counted again when a
+        # file is added, removed or rewritten (a notebook that rewrites its TSV reads the new one).
+        self._lengths: dict[str, tuple[tuple[tuple[str, int, int], ...], list[int]]] = {}
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -165,22 +167,27 @@ class FileSource(Source):
     def parse(self, line: str, where: str, split: str) -> dict | None:
         raise NotImplementedError
 
+    def _indexed(self, split: str) -> tuple[list[str], list[int]]:
+        """Returns the files of `split` and their records (lines after the header lines), counted once
+        per version of the files."""
+        files = self.files(split)
+        stamp = tuple((path, st.st_size, st.st_mtime_ns) for path in files for st in [os.stat(path)])
+        cached = self._lengths.get(split)
+        if cached is None or cached[0] != stamp:
+            cached = stamp, [max(0, count_lines(path) - self.skip_header_lines) for path in files]
+            self._lengths[split] = cached
+        return files, cached[1]
+
     def file_lengths(self, split: str) -> list[int]:
-        """Returns the records (lines after the header lines) of each file of `split`, counted once."""
-        if split not in self._lengths:
-            self._lengths[split] = [
-                max(0, count_lines(path) - self.skip_header_lines) for path in self.files(split)
-            ]
-        return self._lengths[split]
+        """Returns the records (lines after the header lines) of each file of `split`."""
+        return self._indexed(split)[1]
 
     def num_examples(self, split: str) -> int | None:
         return sum(self.file_lengths(split))
 
     def read(self, split: str, start: int, stop: int) -> Iterator[dict | None]:
-        files = self.files(split)
-        return read_files(
-            self.file_lengths(split), lambda f, offset: self._read_file(split, files[f], offset), start, stop
-        )
+        files, lengths = self._indexed(split)
+        return read_files(lengths, lambda f, offset: self._read_file(split, files[f], offset), start, stop)
 
     def _read_file(self, split: str, path: str, offset: int) -> Iterator[dict | None]:
         first = self.skip_header_lines + offset
