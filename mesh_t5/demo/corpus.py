@@ -268,7 +268,9 @@ FAMILY_PREFIX = "which module: "
 FAMILY_LABELS = ("asyncio", "distutils", "email", "importlib", "logging", "tkinter", "unittest", "xml")
 # The summarize input holds the summary line and the sentences after it, at most this many and
 # this many characters in all, so that nearly every input fits the demo's 128 input tokens (the
-# summary line is not cut off); summary lines up to 110 characters fit its 32 target tokens.
+# summary line is not cut off). Summary lines are at most 110 characters; with the demo's 2,000-piece
+# vocabulary ~99% of them fit its 32 target tokens, and fine-tuning warns about the rest, which are
+# cut (27 of 2,174 training targets in a full run, 2026-12-01: code-like lines take more pieces).
 SUMMARIZE_MAX_SENTENCES = 4
 SUMMARIZE_MAX_CHARS = 300
 SUMMARIZE_MAX_TARGET_CHARS = 110
