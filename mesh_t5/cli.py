@@ -81,6 +81,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mesh-t5 {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # A command's gin bindings end with it: in a notebook or script that runs a command and then
+        # calls the library, a left-over binding (e.g. get_dataset.use_cached) would silently apply.
+        if "gin" in sys.modules:
+            sys.modules["gin"].clear_config()
 
 
 def _join_multi_host_run(argv: list[str]) -> list[str]:

@@ -171,7 +171,10 @@ def test_train_reads_caches_by_a_gin_binding(cached, tmp_path, capsys):
         ])  # fmt: skip
     finally:
         data.TaskRegistry.remove("test_uncached_task")
-        gin.clear_config()  # the command leaves its bindings: get_dataset.use_cached would outlive the test
     err = capsys.readouterr().err.strip()
     assert code != 0 and "'test_uncached_task' has no cache" in err and "\n" not in err
     assert not (tmp_path / "run").exists()
+    # The command's bindings ended with it: a library call after it reads no cache by a left-over binding.
+    assert not gin.config_is_locked()
+    with pytest.raises(ValueError, match="has no bound parameters"):
+        gin.query_parameter("get_dataset.use_cached")

@@ -119,15 +119,11 @@ def run_step(run: Run, index: int, name: str, title: str, fn: Callable[[], dict]
 
 def mesh_t5(argv: Sequence[str]) -> str:
     """Prints and runs `mesh-t5 ARGV` in this process; returns the command line (it runs the same in a shell)."""
-    import gin
-
     from mesh_t5 import cli
 
     shown = f"mesh-t5 {shlex.join(argv)}"
     say(f"    $ {shown}")
-    gin.clear_config()
-    code = cli.main(list(argv))
-    gin.clear_config()
+    code = cli.main(list(argv))  # starts from a clear gin config and clears its bindings when done
     if code:
         raise UserError(
             f"`mesh-t5 {argv[0]}` failed (exit {code}, message above); "
