@@ -203,6 +203,41 @@ def attend_cached(
     return layouts.constrain(out, ("batch", "length", "embed"))
 
 
+def attend_cached_grouped(
+    params: Params, q: jax.Array, keys: jax.Array, values: jax.Array, bias: jax.Array | None
+) -> jax.Array:
+    """attend_cached() over keys [B, H, S, K] and values [B, H, K, S], its two products run as
+    convolutions with one group per (input, head): what decoding's cross-attention uses on one CPU.
+
+    Each (input, head) multiplies a few query rows by its own [K, S] / [S, K] block. As a batched
+    dot, XLA's CPU backend runs that as B * H separate small GEMMs; as a 1x1 convolution with
+    feature_group_count = B * H (the queries the batch, the cache the per-group kernels) it runs as
+    one. t5-small, batch 8, 256 input tokens, six layers, in a 64-step jitted loop (2 cores, idle):
+    beam 4 (4 queries an input) 11.4 -> 6.5 ms a step, greedy 3.7 -> 2.6 ms. The merged (input,
+    head) axis cannot be laid out over a mesh, so decoding on a mesh keeps attend_cached.
+    """
+    dtype = q.dtype
+    b, t, h, k = q.shape
+    s = keys.shape[2]
+
+    def grouped(x: jax.Array, kernel: jax.Array, n_out: int, **kw: Any) -> jax.Array:
+        # x [T, B*H, I], kernel [B*H, O, I] -> [T, B*H, O]
+        out = jax.lax.conv_general_dilated(
+            x.reshape(t, b * h * x.shape[-1], 1), kernel.reshape(b * h * n_out, x.shape[-1], 1), (1,), "VALID",
+            dimension_numbers=("NCH", "OIH", "NCH"), feature_group_count=b * h, **kw,
+        )  # fmt: skip
+        return out.reshape(t, b, h, n_out)
+
+    rows = jnp.transpose(q, (1, 0, 2, 3)).reshape(t, b * h, k)  # [T, B*H, K]
+    logits = grouped(rows, keys.astype(dtype), s, preferred_element_type=jnp.float32)  # [T, B, H, S]
+    if bias is not None:
+        logits = logits + jnp.transpose(bias, (2, 0, 1, 3))  # bias [B, H|1, T|1, S]
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    out = grouped(weights.reshape(t, b * h, s), values.astype(dtype), k)  # [T, B, H, K]
+    out = dense(jnp.transpose(out, (1, 0, 2, 3)), params["out"].astype(dtype), contract=2)
+    return layouts.constrain(out, ("batch", "length", "embed"))
+
+
 def attention(
     params: Params,
     x_q: jax.Array,

@@ -198,6 +198,7 @@ def _decoder_layer(
     cross_kv: tuple[jax.Array, jax.Array] | None,
     kv_cache: tuple[jax.Array, jax.Array] | None = None,
     index: jax.Array | int = 0,
+    cross_grouped: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Returns (x [B, T, D], self-attention (keys, values) [B, T, H, K]).
 
@@ -205,7 +206,8 @@ def _decoder_layer(
     layer's cached keys [B, H, K, M] and values [B, H, M, K]: the new keys and values are written
     at slots index.. and the layer attends over all M slots; the updated caches are returned in
     place of (keys, values), and cross_kv comes from the cache too, keys [B, H, K, S] and values
-    [B, H, S, K].
+    [B, H, S, K] (cross_grouped: the decode cache's grouped_keys [B, H, S, K] and grouped_values
+    [B, H, K, S]).
     """
     r = _split(rng, 6)
     eps, rate = config.layer_norm_epsilon, config.dropout_rate
@@ -237,6 +239,8 @@ def _decoder_layer(
             h = layers.attend(
                 lp["cross_attention"], q, *cross_kv, cross_bias, dropout_rate=rate, dropout_rng=r[2]
             )
+        elif cross_grouped:  # the decode cache's grouped_keys [B, H, S, K] and grouped_values [B, H, K, S]
+            h = layers.attend_cached_grouped(lp["cross_attention"], q, *cross_kv, cross_bias)
         else:  # the decode cache's keys [B, H, K, S] and values [B, H, S, K]
             h = layers.attend_cached(lp["cross_attention"], q, *cross_kv, cross_bias)
         x = x + layers.dropout(h.reshape(rows, t, -1), rate, r[3])
@@ -415,7 +419,10 @@ def forward(
 #   encoder                 encoder-decoder only, a decoding.PerInput (beam search keeps it at the
 #                           batch of inputs, B, while the rest of the cache has B * beams rows):
 #     keys, values            tuples, one per decoder layer of the cross-attention keys [B, H, K, S]
-#                             and values [B, H, S, K], computed once from the encoder output
+#                             and values [B, H, S, K], computed once from the encoder output; or
+#     grouped_keys,           on one CPU device (cross_attention_grouped), the same as keys
+#     grouped_values          [B, H, S, K] and values [B, H, K, S], read by
+#                             layers.attend_cached_grouped's convolutions
 #     mask                    [B, S] bool   True at non-pad encoder tokens
 #
 # One leaf per layer, and the cached decoder runs its layers as an unrolled Python loop rather
@@ -490,13 +497,17 @@ def init_decode_cache(
         encoded = encode(params, encoder_input_tokens, config)  # [B, S, D]
         per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
         dtype = encoded.dtype
+        grouped = cross_attention_grouped(batch_size)
+        key_spec, value_spec = (
+            ("BSD,DHK->BHSK", "BSD,DHK->BHKS") if grouped else ("BSD,DHK->BHKS", "BSD,DHK->BHSK")
+        )
+        prefix = "grouped_" if grouped else ""
         kv = {
-            "keys": tuple(
-                jnp.einsum("BSD,DHK->BHKS", encoded, lp["cross_attention"]["key"].astype(dtype))
-                for lp in per_layer
+            prefix + "keys": tuple(
+                jnp.einsum(key_spec, encoded, lp["cross_attention"]["key"].astype(dtype)) for lp in per_layer
             ),
-            "values": tuple(
-                jnp.einsum("BSD,DHK->BHSK", encoded, lp["cross_attention"]["value"].astype(dtype))
+            prefix + "values": tuple(
+                jnp.einsum(value_spec, encoded, lp["cross_attention"]["value"].astype(dtype))
                 for lp in per_layer
             ),
         }
@@ -506,6 +517,13 @@ def init_decode_cache(
         kv = jax.lax.optimization_barrier(kv)
         cache["encoder"] = decoding.PerInput({**kv, "mask": encoder_input_tokens != config.pad_id})
     return cache
+
+
+def cross_attention_grouped(batch_size: Any = 1) -> bool:
+    """Whether a decode cache built now for `batch_size` inputs holds cross-attention keys and values
+    for layers.attend_cached_grouped: on the CPU backend with no layout in force (one device), and a
+    known batch size (a convolution's group count cannot be symbolic, as in an exported model's)."""
+    return jax.default_backend() == "cpu" and layouts.current_layout() is None and isinstance(batch_size, int)
 
 
 def _run_cached(
@@ -527,11 +545,13 @@ def _run_cached(
         dec["relpos_bias"], q_slots, k_slots, config, bidirectional=False
     )
     self_bias = self_bias + layers.mask_to_bias(self_mask)  # [B, H, T, M]
-    cross_bias, cross = None, [None] * config.num_decoder_layers
+    cross_bias, cross, grouped = None, [None] * config.num_decoder_layers, False
     if config.has_encoder:
         encoder = cache["encoder"].value
         cross_bias = layers.mask_to_bias(encoder["mask"][:, None, None, :])  # [B, 1, 1, S]
-        cross = list(zip(encoder["keys"], encoder["values"], strict=True))
+        grouped = "grouped_keys" in encoder
+        prefix = "grouped_" if grouped else ""
+        cross = list(zip(encoder[prefix + "keys"], encoder[prefix + "values"], strict=True))
     x = layers.embed(params["token_embedder"]["embedding"], tokens, config.dtype)
     per_layer = unstack_decoder_layers(params, config)["decoder"]["layers"]
     new_layers = []
@@ -546,6 +566,7 @@ def _run_cached(
             cross_kv=cross_kv,
             kv_cache=(lc["self_key"], lc["self_value"]),
             index=index,
+            cross_grouped=grouped,
         )
         new_layers.append({**lc, "self_key": keys, "self_value": values})
     x = layers.rms_norm(x, dec["final_norm"]["scale"], config.layer_norm_epsilon)

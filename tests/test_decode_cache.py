@@ -129,3 +129,34 @@ def test_decode_loop_gets_per_layer_weights_not_stacked_ones() -> None:
     shapes = set(_while_operand_shapes(jax.make_jaxpr(decode)((params,), enc, jax.random.key(0)).jaxpr))
     assert per_layer & shapes, "the per-layer weights should enter the loop"
     assert not stacked & shapes, f"stacked decoder weights enter the decode loop: {sorted(stacked & shapes)}"
+
+
+def test_grouped_cross_attention_equals_the_batched_products() -> None:
+    # One CPU device builds the cross-attention cache for layers.attend_cached_grouped (the products as
+    # grouped convolutions over keys [B, H, S, K] / values [B, H, K, S]); a mesh keeps attend_cached's
+    # layout. Both give the same attention, with padding masked and several queries per input (beams).
+    from mesh_t5 import layers, layouts
+
+    rng = np.random.default_rng(0)
+    b, t, h, k, s, d = 3, 4, 2, 8, 5, 16
+    q = jnp.asarray(rng.standard_normal((b, t, h, k)), jnp.float32)
+    keys = jnp.asarray(rng.standard_normal((b, h, k, s)), jnp.float32)  # attend_cached's layouts
+    values = jnp.asarray(rng.standard_normal((b, h, s, k)), jnp.float32)
+    params = {"out": jnp.asarray(rng.standard_normal((h, k, d)), jnp.float32)}
+    mask = np.ones((b, s), bool)
+    mask[1, 3:] = False
+    bias = layers.mask_to_bias(jnp.asarray(mask)[:, None, None, :])
+    want = layers.attend_cached(params, q, keys, values, bias)
+    got = layers.attend_cached_grouped(params, q, jnp.swapaxes(keys, 2, 3), jnp.swapaxes(values, 2, 3), bias)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert network.cross_attention_grouped()  # this CPU, no layout in force
+    config = tiny_config()
+    enc = rng.integers(2, 64, size=(2, 6)).astype(np.int32)
+    cache = network.init_decode_cache(
+        tiny_params(config), config, encoder_input_tokens=enc, max_decode_length=3
+    )
+    assert {"grouped_keys", "grouped_values"} <= set(cache["encoder"].value)
+    assert cache["encoder"].value["grouped_keys"][0].shape == (2, config.num_heads, 6, config.d_kv)
+    with layouts.use_layout(layouts.make_layout("data:1")):
+        assert not network.cross_attention_grouped()
+    assert not network.cross_attention_grouped(jax.export.symbolic_shape("b")[0])  # an exported model's batch
