@@ -149,6 +149,15 @@ def test_grouped_cross_attention_equals_the_batched_products() -> None:
     want = layers.attend_cached(params, q, keys, values, bias)
     got = layers.attend_cached_grouped(params, q, jnp.swapaxes(keys, 2, 3), jnp.swapaxes(values, 2, 3), bias)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    bf = [x.astype(jnp.bfloat16) for x in (q, keys, values)]  # bfloat16 activations: logits in float32
+    want = layers.attend_cached(params, *bf, bias)
+    got = layers.attend_cached_grouped(
+        params, bf[0], jnp.swapaxes(bf[1], 2, 3), jnp.swapaxes(bf[2], 2, 3), bias
+    )
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(
+        np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=0.02, atol=0.05
+    )
     assert network.cross_attention_grouped()  # this CPU, no layout in force
     config = tiny_config()
     enc = rng.integers(2, 64, size=(2, 6)).astype(np.int32)
