@@ -514,13 +514,11 @@ def test_mesh_that_does_not_divide_the_model_is_one_line_everywhere(tmp_path):
     # the model first (eval once raised jax's IndivisibleError with a traceback).
     proc = run_script("mesh_mistakes.py", str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    before = snapshot(tmp_path)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert results.pop("unchanged") is True  # the script compares its directory before and after
     assert set(results) == {"train", "eval", "infer", "T5Model.init"}
     for case, (code, err) in results.items():
         assert code == (2 if case != "T5Model.init" else "UserError"), (case, err)
         line = check_line(err, "mesh model:3 does not divide")
         assert "pick a model axis that divides" in line, (case, line)
-    names = {p.name for p in tmp_path.iterdir()}
-    assert names == {"byte", "model", "in.txt"}, names  # no MODEL_DIR, eval dir or output made
-    assert snapshot(tmp_path) == before
+    assert {p.name for p in tmp_path.iterdir()} == {"byte", "model", "in.txt"}

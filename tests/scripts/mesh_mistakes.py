@@ -3,7 +3,8 @@ model's dimensions is one line and exit 2 in every command that takes a mesh (tr
 and one UserError in the Python API, with nothing written.
 
 Usage: python tests/scripts/mesh_mistakes.py ROOT_DIR (sets the fake device count itself); prints one
-JSON line {case: [exit code or "UserError", stderr or message]}.
+JSON line {case: [exit code or "UserError", stderr or message], "unchanged": whether ROOT_DIR
+is as it was before the commands}.
 """
 
 import os
@@ -57,6 +58,13 @@ cases = {
     ],
     "infer": ["infer", f"--checkpoint={root}/model", f"--input_file={root}/in.txt", "--mesh_shape=data:1,model:3"],
 }  # fmt: skip
+
+
+def snapshot() -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+before = snapshot()
 out = {}
 for name, argv in cases.items():
     err = io.StringIO()
@@ -68,4 +76,5 @@ try:
     out["T5Model.init"] = ["no error", ""]
 except UserError as e:
     out["T5Model.init"] = ["UserError", str(e)]
+out["unchanged"] = snapshot() == before  # no MODEL_DIR, eval dir or output file made or touched
 print(json.dumps(out))
