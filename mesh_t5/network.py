@@ -519,7 +519,7 @@ def init_decode_cache(
     return cache
 
 
-def cross_attention_grouped(batch_size: Any = 1) -> bool:
+def cross_attention_grouped(batch_size: Any) -> bool:
     """Whether a decode cache built now for `batch_size` inputs holds cross-attention keys and values
     for layers.attend_cached_grouped: on the CPU backend with no layout in force (one device), and a
     known batch size (a convolution's group count cannot be symbolic, as in an exported model's)."""

@@ -158,7 +158,7 @@ def test_grouped_cross_attention_equals_the_batched_products() -> None:
     np.testing.assert_allclose(
         np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=0.02, atol=0.05
     )
-    assert network.cross_attention_grouped()  # this CPU, no layout in force
+    assert network.cross_attention_grouped(2)  # this CPU, no layout in force
     config = tiny_config()
     enc = rng.integers(2, 64, size=(2, 6)).astype(np.int32)
     cache = network.init_decode_cache(
@@ -167,5 +167,5 @@ def test_grouped_cross_attention_equals_the_batched_products() -> None:
     assert {"grouped_keys", "grouped_values"} <= set(cache["encoder"].value)
     assert cache["encoder"].value["grouped_keys"][0].shape == (2, config.num_heads, 6, config.d_kv)
     with layouts.use_layout(layouts.make_layout("data:1")):
-        assert not network.cross_attention_grouped()
+        assert not network.cross_attention_grouped(2)
     assert not network.cross_attention_grouped(jax.export.symbolic_shape("b")[0])  # an exported model's batch
