@@ -14,7 +14,7 @@ import argparse
 
 from benchmarks.steps import MeshStep, random_batch
 from mesh_t5 import network, plan
-from mesh_t5.config import get_model_config
+from mesh_t5.config import REMAT_POLICIES, ConfigError, get_model_config
 
 
 def main() -> None:
@@ -23,14 +23,26 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="2,8")
     parser.add_argument("--policies", default="none,minimal")
     args = parser.parse_args()
+    models, policies = args.models.split(","), args.policies.split(",")
+    try:  # a wrong flag is one line (argparse's usage and error), before anything compiles
+        configs = {model: get_model_config(model) for model in models}
+    except ConfigError as e:
+        parser.error(f"--models: {e}")
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        parser.error(f"--batch_sizes {args.batch_sizes!r}: give comma-separated integers, e.g. 2,8")
+    if unknown := [p for p in policies if p not in REMAT_POLICIES]:
+        parser.error(
+            f"--policies: unknown remat policy {unknown[0]!r}; pick from {', '.join(REMAT_POLICIES)}"
+        )
     print("| model | batch | remat | plan GB | XLA GB (temporaries) | XLA / plan |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
-    for model in args.models.split(","):
-        config = get_model_config(model)
+    for model, config in configs.items():
         params = network.init_params_numpy(config, seed=0)
-        for batch_size in map(int, args.batch_sizes.split(",")):
+        for batch_size in batch_sizes:
             batch = random_batch(config, batch_size, 512, 114)
-            for policy in args.policies.split(","):
+            for policy in policies:
                 policy_config = config.replace(remat=policy)
                 memory = MeshStep(policy_config, params, batch).compiled().memory_analysis()
                 planned = plan.plan_memory(policy_config, "data:1", batch_size=batch_size).total_per_device(
