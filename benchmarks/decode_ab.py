@@ -9,7 +9,8 @@ functions keep their own module globals) and the working tree's mesh_t5 is impor
 decode the same random-weight model (`network.init_params_numpy`, seed 0) on the same random
 inputs with EOS masked, so every run takes all `--new` steps (benchmarks/decode_length.py's
 decoder), encoder included, as `make bench` measures it, each side compiled with its revision's
-`inference.decode_compiler_options()` (none before it existed). Timed calls alternate base / new /
+`inference.decode_compiler_options()` (none before it existed) and decoding params prepared by its
+`inference.prepare_for_decoding()` where it has one (as its generate_ids does). Timed calls alternate base / new /
 transformers, so load drift hits all alike; the table gives medians, output tokens/s
 (batch x new / time) and the ratios, and whether base and new produced the same tokens.
 """
@@ -94,6 +95,10 @@ def main() -> None:
         params[name] = jax.device_put(mods.network.init_params_numpy(configs[name], seed=0))
     inputs = jnp.asarray(rng.integers(2, configs["new"].vocab_size, (args.batch, args.inputs)), jnp.int32)
     hf = HFDecoder(configs["new"], jax.device_get(params["new"]), inputs) if args.transformers else None
+    for name, mods in sides.items():
+        prepare = getattr(mods.inference, "prepare_for_decoding", None)
+        if prepare is not None:  # as that revision decodes a run of several batches
+            params[name] = prepare(configs[name], [params[name]])[0]
     load_before = load_average()
     print(f"base {args.base} vs working tree; {args.model}, batch {args.batch}, {args.inputs} input tokens, "
           f"{args.new} new (EOS masked), encoder included, medians of {args.repeats}; load {load_before}")  # fmt: skip

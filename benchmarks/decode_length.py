@@ -51,7 +51,7 @@ def _decoder(params, config, inputs, length: int, beam_size: int, mods=None):
     """Decodes `length` tokens with EOS masked; `mods` (.network, .decoding: another revision's,
     see benchmarks/decode_ab.py) defaults to this tree's modules."""
     net, dec = (network, decoding) if mods is None else (mods.network, mods.decoding)
-    params = net.unstack_decoder_layers(params, config)  # as inference does, outside the loop
+    params = net.unstack_decoder_layers(params, config)  # outside the loop, as inference; prepared: as is
     cache = net.init_decode_cache(params, config, encoder_input_tokens=inputs, max_decode_length=length)
 
     def step(last, cache):

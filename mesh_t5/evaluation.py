@@ -100,17 +100,18 @@ def evaluate_decoded(
         if max_examples is not None and len(examples) >= max_examples:
             break
     targets, predictions, pairs = [], [], []
+    members = params if isinstance(params, list) else [params]  # a list: an ensemble
+    if len(examples) > batch_size:  # unstack once for all batches, not inside each one's decode
+        members = inference.prepare_for_decoding(config, members, layout=layout)
+    options = DecodeOptions(max_decode_length=targets_len, beam_size=beam_size)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         tokens = np.zeros((batch_size, inputs_len), np.int32)  # [B, S]; the last chunk padded with empty rows
         for row, example in enumerate(chunk):
             ids = np.asarray(example["inputs"])[:inputs_len]
             tokens[row, : len(ids)] = ids
-        members = params if isinstance(params, list) else [params]  # a list: an ensemble
         decoded = np.asarray(
-            inference.generate_tokens_and_scores(
-                config, members, tokens, DecodeOptions(max_decode_length=targets_len, beam_size=beam_size)
-            )[0]
+            inference.generate_tokens_and_scores(config, members, tokens, options, layout=layout)[0]
         )  # [B, L]
         for row, example in enumerate(chunk):
             text = vocabulary.decode(_strip(decoded[row], config.eos_id))

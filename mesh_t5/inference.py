@@ -107,6 +107,38 @@ def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Confi
     return network.decode_step(params, cache, last_tokens, config)
 
 
+def _decoder_weights(params: Params, *, config: T5Config) -> tuple[Any, jax.Array | None]:
+    """The new arrays of network.unstack_decoder_layers(params): per-layer trees, the [D, V] kernel."""
+    prepared = network.unstack_decoder_layers(params, config)
+    return prepared["decoder"]["layers"], prepared.get("decode_logits_kernel")
+
+
+def prepare_for_decoding(
+    config: T5Config, params_list: Sequence[Params], *, layout: layouts.Layout | None = None
+) -> list[Params]:
+    """Returns params_list with each decoder's layers unstacked (`network.unstack_decoder_layers`),
+    for several decode calls with the same params.
+
+    Each decode otherwise unstacks inside its own jitted call, copying every decoder weight (and, with
+    tied embeddings, transposing the output matrix) again: ~100 ms of a 2.4 s greedy decode at
+    t5-small, batch 8 x 256 inputs, 64 new tokens (2 cores). Decoding the prepared params gives the
+    same tokens 1.07x faster (beam 4: 1.03x). The result shares every other array with the input,
+    so while it lives the decoder's weights are held twice, as each decode briefly holds them now.
+    """
+    fn = _jitted(_decoder_weights, _layout_key(layout), config=config)
+    out = []
+    for params in params_list:
+        if isinstance(network.decoder_layers(params, config), tuple):  # prepared already
+            out.append(params)
+            continue
+        per_layer, kernel = _run(fn, layout, params)
+        prepared = {**params, "decoder": {**params["decoder"], "layers": per_layer}}
+        if kernel is not None:
+            prepared["decode_logits_kernel"] = kernel
+        out.append(prepared)
+    return out
+
+
 def _layout_key(layout: layouts.Layout | None) -> Any:
     return None if layout is None else (layout.mesh, tuple(sorted(layout.rules.items())))
 
@@ -325,7 +357,10 @@ def generate_ids(
     """Returns (ids [N, L] int32, scores [N]) for N input id rows (each ending in EOS), decoding
     batch_size rows at a time; the last batch is padded to the same shape and trimmed."""
     ids, scores = [], []
-    for lo, hi in _batches(len(inputs), batch_size):
+    batches = _batches(len(inputs), batch_size)
+    if len(batches) > 1:  # unstack once for all batches, not inside each one's decode
+        params_list = prepare_for_decoding(config, params_list, layout=layout)
+    for lo, hi in batches:
         batch = pad_ids(inputs[lo:hi], max_input_length, eos_id=config.eos_id, rows_to=batch_size or 0)
         out, sc = generate_tokens_and_scores(config, params_list, batch, options, layout=layout)
         ids.append(out[: hi - lo])

@@ -194,6 +194,40 @@ def test_ensemble(models):
     np.testing.assert_array_equal(mixed[:, 0], np.argmax(np.asarray(mean), axis=-1))
 
 
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder_only"])
+def test_prepared_params_share_arrays_and_decode_as_the_raw_ones(arch):
+    # Tied embeddings: the prepared params also hold the output matrix as [D, V].
+    config = _config(arch, tie_word_embeddings=True)
+    params, other = _init(config, jax.random.key(21)), _init(config, jax.random.key(22))
+    prepared = inference.prepare_for_decoding(config, [params, other])
+    assert inference.prepare_for_decoding(config, prepared) == prepared  # prepared already: as is
+    first = prepared[0]
+    # Nothing but the decoder's layers and the [D, V] kernel is new: the rest is the same arrays.
+    assert first["token_embedder"]["embedding"] is params["token_embedder"]["embedding"]
+    assert first["decoder"]["relpos_bias"] is params["decoder"]["relpos_bias"]
+    if config.has_encoder:
+        assert all(
+            a is b
+            for a, b in zip(
+                jax.tree.leaves(first["encoder"]), jax.tree.leaves(params["encoder"]), strict=True
+            )
+        )
+    np.testing.assert_array_equal(
+        first["decode_logits_kernel"], np.asarray(params["token_embedder"]["embedding"]).T
+    )
+    stacked = network.decoder_layers(params, config)
+    for i, layer in enumerate(first["decoder"]["layers"]):
+        for a, b in zip(jax.tree.leaves(layer), jax.tree.leaves(stacked), strict=True):
+            np.testing.assert_array_equal(a, np.asarray(b)[i])
+    inputs = _inputs(np.random.default_rng(8), [5, 3, 6], width=6, vocab=config.vocab_size)
+    for options in (DecodeOptions(max_decode_length=5), DecodeOptions(max_decode_length=5, beam_size=2)):
+        for members, raw in (([first], [params]), (prepared, [params, other])):
+            a = inference.generate_tokens_and_scores(config, members, inputs, options)
+            b = inference.generate_tokens_and_scores(config, raw, inputs, options)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+
+
 def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):
     vocab = ByteVocabulary(extra_ids=0)
     config = _config(vocab_size=vocab.vocab_size)

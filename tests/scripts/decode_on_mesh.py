@@ -1,5 +1,6 @@
 """Run by tests/test_inference.py: beam search and sampling on a data:2,model:2 mesh of 4 fake devices
-give the single-device tokens and scores (the beam cache is expanded and reordered on a sharded batch).
+give the single-device tokens and scores (the beam cache is expanded and reordered on a sharded batch),
+and so does generate_ids over two batches (params prepared once, under the layout).
 
 Usage: python tests/scripts/decode_on_mesh.py (sets the fake device count itself); prints "ok".
 """
@@ -30,4 +31,12 @@ for opts in ({"beam_size": 3}, {"temperature": 1.0, "top_k": 5, "top_p": 0.9}):
     b = inference.generate_tokens_and_scores(config, [sharded.params], x, options, layout=sharded.layout)
     assert np.array_equal(a[0], b[0]), (opts, a[0], b[0])
     assert np.abs(a[1] - b[1]).max() < 1e-4, (opts, a[1], b[1])
+# Two batches: generate_ids unstacks the sharded params once, under the layout, for both.
+rows = [list(r) for r in x]
+a = inference.generate_ids(config, [single.params], rows, DecodeOptions(max_decode_length=6), batch_size=2)
+b = inference.generate_ids(
+    config, [sharded.params], rows, DecodeOptions(max_decode_length=6), batch_size=2, layout=sharded.layout
+)
+assert np.array_equal(a[0], b[0]), (a[0], b[0])
+assert np.abs(a[1] - b[1]).max() < 1e-4, (a[1], b[1])
 print("ok")
