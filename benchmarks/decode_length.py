@@ -48,9 +48,11 @@ from mesh_t5.config import get_model_config
 
 
 def _decoder(params, config, inputs, length: int, beam_size: int, mods=None):
-    """Decodes `length` tokens with EOS masked; `mods` (.network, .decoding: another revision's,
-    see benchmarks/decode_ab.py) defaults to this tree's modules."""
-    net, dec = (network, decoding) if mods is None else (mods.network, mods.decoding)
+    """Decodes `length` tokens with EOS masked; `mods` (.network, .decoding, .inference: another
+    revision's, see benchmarks/decode_ab.py) defaults to this tree's modules."""
+    net, dec, inf = (
+        (network, decoding, inference) if mods is None else (mods.network, mods.decoding, mods.inference)
+    )
     params = net.unstack_decoder_layers(params, config)  # outside the loop, as inference; prepared: as is
     cache = net.init_decode_cache(params, config, encoder_input_tokens=inputs, max_decode_length=length)
 
@@ -61,6 +63,9 @@ def _decoder(params, config, inputs, length: int, beam_size: int, mods=None):
     common = dict(batch_size=inputs.shape[0], max_decode_length=length, cache_batch_axis=net.CACHE_BATCH_AXIS)
     if beam_size == 1:
         return dec.greedy_decode(step, cache, **common)[0]
+    reorder = getattr(inf, "beam_reorder", None)  # as that revision's inference decodes
+    if reorder is not None:
+        common["reorder"] = reorder(inputs.shape[0])
     return dec.beam_search(step, cache, beam_size=beam_size, **common)[0]
 
 

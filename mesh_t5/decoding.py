@@ -80,22 +80,82 @@ def gather_cache_beams(cache: PyTree, beam_indices: jax.Array, axis: int = 0) ->
     return _map_batched(lambda x: jnp.take(x, flat, axis=axis, unique_indices=False), cache, axis)
 
 
-def _reorder_updated(old: PyTree, new: PyTree, beam_indices: jax.Array, axis: int) -> PyTree:
+def _batched_leaves(cache: PyTree, axis: int) -> list[jax.Array]:
+    """The leaves of cache that carry a batch axis at `axis` (not PerInput state), in flatten order."""
+    leaves = jax.tree.leaves(cache, is_leaf=_is_per_input)
+    return [x for x in leaves if not _is_per_input(x) and jnp.ndim(x) > axis]
+
+
+def _copy_changed_rows(
+    leaves: list[jax.Array], scratch: list[jax.Array], beam_indices: jax.Array, axis: int
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """gather_cache_beams over `leaves` by copying only the rows whose beam changed: returns (leaves,
+    scratch), the scratch (one buffer per leaf, of its shape) holding the moved rows' sources.
+
+    The sources are first copied to the scratch (a row's source may itself be overwritten), then
+    into place; both loops run once per changed row, and XLA updates the loop-carried buffers in
+    place. Most rows keep their beam: t5-small, batch 8, beam 4, 64 steps, 6 of 32 rows move per
+    step on average, and twelve [32, 8, 64, 64] caches reorder in ~1.9 ms a step against ~7.6 ms
+    for the gather (XLA's CPU gather moves ~6 GB/s), in a 64-step jitted loop (2 cores).
+    """
+    batch, beams = beam_indices.shape
+    rows = batch * beams
+    source = (jnp.arange(batch)[:, None] * beams + beam_indices).reshape(rows)  # row r <- row source[r]
+    changed = source != jnp.arange(rows)
+    (dest,) = jnp.nonzero(changed, size=rows, fill_value=0)  # the changed rows first
+    source = source[dest]
+    count = jnp.sum(changed)
+
+    def save(j: jax.Array, scratch: list[jax.Array]) -> list[jax.Array]:
+        return [
+            jax.lax.dynamic_update_slice_in_dim(
+                t, jax.lax.dynamic_slice_in_dim(x, source[j], 1, axis), j, axis
+            )
+            for t, x in zip(scratch, leaves, strict=True)
+        ]
+
+    def put(j: jax.Array, leaves: list[jax.Array]) -> list[jax.Array]:
+        return [
+            jax.lax.dynamic_update_slice_in_dim(x, jax.lax.dynamic_slice_in_dim(t, j, 1, axis), dest[j], axis)
+            for x, t in zip(leaves, scratch, strict=True)
+        ]
+
+    scratch = jax.lax.fori_loop(0, count, save, scratch)
+    return jax.lax.fori_loop(0, count, put, leaves), scratch
+
+
+def _reorder_updated(
+    old: PyTree, new: PyTree, beam_indices: jax.Array, axis: int, scratch: tuple[jax.Array, ...] | None = None
+) -> tuple[PyTree, tuple[jax.Array, ...] | None]:
     """gather_cache_beams over the leaves of `new` that a step changed; those it returned as they
-    came in (`old`, the same traced value) are kept as they are.
+    came in (`old`, the same traced value) are kept as they are. Returns (cache, scratch).
 
     A leaf no step changes still holds the beam_size equal copies of each row that
-    expand_cache_to_beams made, so reordering it within the row would only copy it.
+    expand_cache_to_beams made, so reordering it within the row would only copy it. With `scratch`
+    (one buffer per batched leaf, see _batched_leaves), the changed leaves are reordered by
+    _copy_changed_rows instead of a gather.
     """
     old_leaves = jax.tree.leaves(old, is_leaf=_is_per_input)
     new_leaves, treedef = jax.tree.flatten(new, is_leaf=_is_per_input)
     if len(old_leaves) != len(new_leaves):  # a different structure: nothing known to be kept
-        return gather_cache_beams(new, beam_indices, axis)
-    leaves = [
-        n if n is o or _is_per_input(n) else gather_cache_beams(n, beam_indices, axis)
-        for o, n in zip(old_leaves, new_leaves, strict=True)
-    ]
-    return jax.tree.unflatten(treedef, leaves)
+        old_leaves = [None] * len(new_leaves)
+    moved = [
+        i for i, (o, n) in enumerate(zip(old_leaves, new_leaves, strict=True))
+        if n is not o and not _is_per_input(n) and jnp.ndim(n) > axis
+    ]  # fmt: skip
+    if scratch is None:
+        for i in moved:
+            new_leaves[i] = gather_cache_beams(new_leaves[i], beam_indices, axis)
+        return jax.tree.unflatten(treedef, new_leaves), None
+    batched = [i for i, n in enumerate(new_leaves) if not _is_per_input(n) and jnp.ndim(n) > axis]
+    slot = {leaf: k for k, leaf in enumerate(batched)}  # leaf index -> its scratch buffer
+    out, used = _copy_changed_rows(
+        [new_leaves[i] for i in moved], [scratch[slot[i]] for i in moved], beam_indices, axis
+    )
+    scratch = list(scratch)
+    for i, x, t in zip(moved, out, used, strict=True):
+        new_leaves[i], scratch[slot[i]] = x, t
+    return jax.tree.unflatten(treedef, new_leaves), tuple(scratch)
 
 
 # ----------------------------------------------------------------------------- greedy and sampling
@@ -265,6 +325,7 @@ def beam_search(
     start_id: int = 0,
     cache_batch_axis: int = 0,
     num_decodes: int | None = None,
+    reorder: str = "gather",
 ) -> tuple[jax.Array, jax.Array]:
     """Returns (tokens [B, N, L], scores [B, N]), N = num_decodes or beam_size, best first.
 
@@ -280,7 +341,14 @@ def beam_search(
     K finished sequences. The cache is expanded to B*K rows (batch-major); each step reorders the
     leaves tokens_to_logits changed (the leaves it returns untouched stay equal across beams).
     When fewer than N distinct sequences exist (tiny vocabularies), the extra slots score -inf.
+
+    `reorder`: "gather" moves every row of the changed leaves each step; "rows" copies only the rows
+    whose beam changed, through a scratch copy of the cache's batched leaves kept in the loop state
+    (one more cache's worth of memory). "rows" is for one CPU device (see _copy_changed_rows); on
+    accelerators, or with the batch laid out over a mesh, one gather is the better tool.
     """
+    if reorder not in ("gather", "rows"):
+        raise ValueError(f"reorder={reorder!r} must be 'gather' or 'rows'")
     if beam_size < 1:
         raise ValueError(f"beam_size={beam_size} must be >= 1")
     num_decodes = beam_size if num_decodes is None else num_decodes
@@ -292,6 +360,10 @@ def beam_search(
     seqs0 = jnp.zeros((B, K, L + 1), jnp.int32)  # position 0 holds the start token
     seqs0 = seqs0.at[:, :, 0].set(_start_tokens(B, start_tokens, start_id)[:, None])
     alive_logp0 = jnp.full((B, K), NEG_INF).at[:, 0].set(0.0)  # one real beam to start with
+    beams_cache = expand_cache_to_beams(cache, K, axis)
+    scratch0 = (
+        tuple(jnp.zeros_like(x) for x in _batched_leaves(beams_cache, axis)) if reorder == "rows" else None
+    )
     state0 = (
         jnp.asarray(0, jnp.int32),  # i: tokens decoded so far
         seqs0,  # alive sequences [B, K, L+1]
@@ -299,21 +371,22 @@ def beam_search(
         seqs0,  # finished sequences [B, K, L+1]
         jnp.full((B, K), NEG_INF),  # finished scores [B, K]
         jnp.zeros((B, K), bool),  # finished flags [B, K]
-        expand_cache_to_beams(cache, K, axis),
+        beams_cache,
+        scratch0,  # reorder="rows": the moved rows' sources (None: no buffers)
     )
     # With alpha >= 0 the penalty grows with length: an alive beam's best possible final score is its
     # current log-prob (which can only fall) over the largest penalty it could still get.
     max_penalty = jnp.maximum(length_penalty(L, alpha), length_penalty(1, alpha))
 
     def cond(state):
-        i, _, alive_logp, _, fin_scores, fin_flags, _ = state
+        i, _, alive_logp, _, fin_scores, fin_flags, _, _ = state
         best_alive = jnp.max(alive_logp, axis=1) / max_penalty  # [B]
         worst_finished = jnp.where(jnp.all(fin_flags, axis=1), jnp.min(fin_scores, axis=1), NEG_INF)
         hopeless = jnp.isneginf(best_alive) | (worst_finished > best_alive)  # [B]
         return (i < L) & ~jnp.all(hopeless)
 
     def body(state):
-        i, seqs, alive_logp, fin_seqs, fin_scores, fin_flags, cache = state
+        i, seqs, alive_logp, fin_seqs, fin_scores, fin_flags, cache, scratch = state
         last = jax.lax.dynamic_index_in_dim(seqs, i, axis=2, keepdims=False).reshape(B * K)  # [B*K]
         logits, new_cache = tokens_to_logits(last, cache)
         V = logits.shape[-1]
@@ -331,7 +404,8 @@ def beam_search(
         alive_cand = jnp.where(ends, NEG_INF, top_logp)  # [B, 2K]
         new_alive_logp, pick = jax.lax.top_k(alive_cand, K)  # [B, K]
         new_seqs = jnp.take_along_axis(top_seqs, pick[:, :, None], axis=1)  # [B, K, L+1]
-        cache = _reorder_updated(cache, new_cache, jnp.take_along_axis(top_beam, pick, axis=1), axis)
+        parents = jnp.take_along_axis(top_beam, pick, axis=1)  # [B, K]
+        cache, scratch = _reorder_updated(cache, new_cache, parents, axis, scratch)
 
         # Finished: merge the candidates that end (by EOS, or by reaching max length) into the top K.
         finishing = valid & (ends | at_max)
@@ -342,7 +416,7 @@ def beam_search(
         fin_scores, keep = jax.lax.top_k(all_scores, K)  # [B, K] sorted best first
         fin_seqs = jnp.take_along_axis(all_seqs, keep[:, :, None], axis=1)
         fin_flags = jnp.take_along_axis(all_flags, keep, axis=1)
-        return i + 1, new_seqs, new_alive_logp, fin_seqs, fin_scores, fin_flags, cache
+        return i + 1, new_seqs, new_alive_logp, fin_seqs, fin_scores, fin_flags, cache, scratch
 
     final = jax.lax.while_loop(cond, body, state0)
     fin_seqs, fin_scores = final[3], final[4]

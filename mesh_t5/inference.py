@@ -87,8 +87,9 @@ def decode(
     )  # fmt: skip
     if options.beam_size > 1:
         tokens, scores = decoding.beam_search(
-            fn, cache, beam_size=options.beam_size, alpha=options.alpha, num_decodes=1, **common
-        )
+            fn, cache, beam_size=options.beam_size, alpha=options.alpha, num_decodes=1,
+            reorder=beam_reorder(inputs.shape[0]), **common,
+        )  # fmt: skip
         return tokens[:, 0], scores[:, 0]
     if options.temperature > 0:
         return decoding.temperature_sample(
@@ -101,6 +102,15 @@ def decode(
             **common,
         )
     return decoding.greedy_decode(fn, cache, **common)
+
+
+def beam_reorder(batch_size: Any) -> str:
+    """How beam search reorders the decode cache (decoding.beam_search's `reorder`) for a decode traced
+    now: "rows" (copy only the rows whose beam changed) on the CPU backend with no layout in force
+    and a static batch (it sizes a `nonzero`; an exported model's batch is symbolic), else "gather".
+    t5-small, batch 8, 256 inputs, beam 4, 64 new: 6 of 32 rows move per step on average."""
+    one_cpu = jax.default_backend() == "cpu" and layouts.current_layout() is None
+    return "rows" if one_cpu and isinstance(batch_size, int) else "gather"
 
 
 def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Config):

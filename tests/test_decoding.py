@@ -152,22 +152,22 @@ def _exhaustive_ranking(model: ToyModel, row: int, length: int, alpha: float) ->
 
 
 @pytest.mark.parametrize(
-    ("alpha", "eos_bias", "axis", "seed"),
+    ("alpha", "eos_bias", "axis", "seed", "reorder"),
     [
-        (0.6, 0.0, 0, 4),
-        (0.6, 1.5, 1, 5),
-        (0.0, -1.0, 1, 6),
-        (0.6, -2.0, 0, 15),
-        (1.0, -1.0, 1, 16),
-        (2.0, 0.5, 0, 7),
+        (0.6, 0.0, 0, 4, "gather"),
+        (0.6, 1.5, 1, 5, "rows"),
+        (0.0, -1.0, 1, 6, "gather"),
+        (0.6, -2.0, 0, 15, "rows"),
+        (1.0, -1.0, 1, 16, "rows"),
+        (2.0, 0.5, 0, 7, "gather"),
     ],
 )
-def test_large_beam_finds_exhaustive_best(alpha, eos_bias, axis, seed):
+def test_large_beam_finds_exhaustive_best(alpha, eos_bias, axis, seed, reorder):
     batch, length, vocab = 3, 4, 4
     model = ToyModel(vocab=vocab, length=length, batch=batch, seed=seed, eos_bias=eos_bias, axis=axis)
     tokens, scores = decoding.beam_search(
         model.tokens_to_logits, model.init_cache(), batch_size=batch, max_decode_length=length,
-        beam_size=32, alpha=alpha, cache_batch_axis=axis, num_decodes=5,
+        beam_size=32, alpha=alpha, cache_batch_axis=axis, num_decodes=5, reorder=reorder,
     )  # fmt: skip
     tokens, scores = np.asarray(tokens), np.asarray(scores)
     assert tokens.shape == (batch, 5, length) and scores.shape == (batch, 5)
@@ -322,6 +322,38 @@ def test_cache_beam_helpers_round_trip():
     for b in range(3):
         for k in range(2):
             np.testing.assert_array_equal(gathered[:, b * 2 + k], marked[:, b * 2 + int(idx[b, k])])
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_copying_changed_rows_equals_the_gather(axis):
+    """reorder="rows" moves only the rows whose beam changed, through a scratch buffer: a row may be
+    the source of several rows and be overwritten itself (swaps, cycles), and leaves the step did not
+    change stay as they are."""
+    rng = np.random.default_rng(3)
+    batch, beams = 5, 4
+    shape = (2, batch * beams, 3, 6) if axis == 1 else (batch * beams, 3, 6)
+    old = {
+        "a": jnp.asarray(rng.normal(size=shape), jnp.float32),
+        "kept": jnp.ones(shape),
+        "i": jnp.asarray(3),
+    }
+    new = {**old, "a": old["a"] + 1.0}  # "kept" and "i" come back as they went in
+    indices = jnp.asarray(
+        [[0, 1, 2, 3], [1, 0, 3, 2], [2, 2, 2, 0], [3, 0, 1, 2], [0, 0, 1, 1]]
+    )  # identity, swaps, one source thrice, a cycle, duplicates
+    scratch = tuple(jnp.zeros(shape) for _ in range(2))  # one per batched leaf: "a", "kept"
+    got, scratch = decoding._reorder_updated(old, new, indices, axis, scratch)
+    want, none = decoding._reorder_updated(old, new, indices, axis)
+    assert none is None and got["kept"] is new["kept"] and got["i"] is new["i"]
+    np.testing.assert_array_equal(got["a"], want["a"])
+    np.testing.assert_array_equal(want["a"], decoding.gather_cache_beams(new["a"], indices, axis))
+    # Twice in a row, the scratch holding the first call's rows: still the gather.
+    again, _ = decoding._reorder_updated(got, {**got, "a": got["a"] * 2.0}, indices[::-1], axis, scratch)
+    np.testing.assert_array_equal(
+        again["a"], decoding.gather_cache_beams(got["a"] * 2.0, indices[::-1], axis)
+    )
+    with pytest.raises(ValueError, match="reorder='copy'"):
+        decoding.beam_search(lambda t, c: (t, c), {}, batch_size=1, max_decode_length=1, reorder="copy")
 
 
 def _gather_shapes(jaxpr) -> list[tuple[int, ...]]:

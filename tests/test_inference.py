@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from mesh_t5 import inference, network
+from mesh_t5 import inference, layouts, network
 from mesh_t5.commands import infer
 from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.errors import UserError
@@ -226,6 +226,16 @@ def test_prepared_params_share_arrays_and_decode_as_the_raw_ones(arch):
             b = inference.generate_tokens_and_scores(config, raw, inputs, options)
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+
+
+def test_beam_reorder_copies_rows_only_on_one_cpu_device_with_a_static_batch():
+    assert jax.default_backend() == "cpu"
+    assert inference.beam_reorder(8) == "rows"
+    (symbolic,) = jax.export.symbolic_shape("b")
+    assert inference.beam_reorder(symbolic) == "gather"  # an exported model's batch
+    mesh = layouts.make_layout("data:1")
+    with layouts.use_layout(mesh):
+        assert inference.beam_reorder(8) == "gather"
 
 
 def test_generate_text_batches_truncation_and_empty_inputs(models, caplog):

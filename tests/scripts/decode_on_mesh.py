@@ -25,6 +25,8 @@ sharded = T5Model(config, jax.device_get(single.params), layout=layouts.make_lay
 assert len(jax.devices()) == 4
 x = np.random.default_rng(0).integers(2, 64, (4, 8)).astype(np.int32)
 x[:, -1] = 1
+with layouts.use_layout(sharded.layout):  # a sharded batch: beam search gathers, never copies rows
+    assert inference.beam_reorder(4) == "gather"
 for opts in ({"beam_size": 3}, {"temperature": 1.0, "top_k": 5, "top_p": 0.9}):
     options = DecodeOptions(max_decode_length=6, **opts)
     a = inference.generate_tokens_and_scores(config, [single.params], x, options)
