@@ -385,7 +385,7 @@ def render(results: dict) -> str:
                   "nothing but those products cost time, as XLA's CPU dot library runs them. mesh_t5 decodes params "
                   f"prepared once ({r['prepare_s'] * 1e3:.0f} ms: decoder layers unstacked, output matrix as [D, V]), "
                   "as `inference.generate_ids` and evaluation do for a run of several batches; a single-batch "
-                  "call prepares inside its decode at about that cost."]  # fmt: skip
+                  "call does that work inside its decode."]  # fmt: skip
     if "data" in results:
         consume = results["data"]["step_tokens_per_s"]
         lines += ["", f"Data pipeline (span corruption + packing, 512 / 114, one process): "
