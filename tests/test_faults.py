@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -207,6 +208,8 @@ def test_damaged_latest_falls_back_then_nonfinite_stops(env, reference, tmp_path
     os.truncate(biggest, 100)
     run = Run(env, tmp_path, STEPS, "--gin.train.checkpoint_period=1", "--gin.train.learning_rate=1e30")
     assert run.finish() == 2, run.log()
+    # Nothing else: orbax's reads of the damaged arrays, failing, must not print tracebacks either.
+    assert not any("Traceback" in line or "Event loop is closed" in line for line in run.lines), run.log()
     ckpts = tmp_path / "checkpoints"
     assert run.lines[0].startswith(f"checkpoint 12 in {ckpts} unreadable (") and run.lines[0].endswith(
         "); renamed to 12.corrupt and resumed from checkpoint 8"
@@ -269,6 +272,35 @@ def test_disk_full_during_save_is_one_line_and_keeps_the_previous_checkpoint(env
     finally:
         if mounted:
             subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_only_orbax_reads_outliving_a_failed_restore_are_silenced(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    checkpoints._quiet_orbax_reads_of_a_failed_restore()
+    checkpoints._quiet_orbax_reads_of_a_failed_restore()  # once: not a filter of a filter
+
+    async def _read_array_index_and_device_put():  # the name of orbax's read coroutine
+        pass
+
+    async def other():
+        pass
+
+    def unraisable(obj, exc):
+        return types.SimpleNamespace(object=obj, exc_value=exc, exc_type=type(exc), exc_traceback=None)
+
+    orbax_read, ours = _read_array_index_and_device_put(), other()
+    for u in [unraisable(None, RuntimeError("Event loop is closed")), unraisable(orbax_read, Exception("x"))]:
+        sys.unraisablehook(u)
+    kept = [
+        unraisable(None, RuntimeError("other")),
+        unraisable(ours, Exception("x")),
+        unraisable(None, ValueError()),
+    ]
+    for u in kept:
+        sys.unraisablehook(u)
+    assert seen == kept
+    orbax_read.close(), ours.close()
 
 
 # ------------------------------------------------------------------- in-process: skip, damage
