@@ -57,11 +57,16 @@ def _is_per_input(x: Any) -> bool:
     return isinstance(x, PerInput)
 
 
+def _is_batched(x: Any, axis: int) -> bool:
+    """Whether a cache leaf carries a batch axis at `axis` (PerInput state does not)."""
+    return not _is_per_input(x) and jnp.ndim(x) > axis
+
+
 def _map_batched(fn: Callable[[jax.Array], jax.Array], cache: PyTree, axis: int) -> PyTree:
     """Applies fn to the cache leaves that carry a batch axis at `axis` (not to PerInput state)."""
 
     def apply(x: Any) -> Any:
-        return x if _is_per_input(x) or jnp.ndim(x) <= axis else fn(x)
+        return fn(x) if _is_batched(x, axis) else x
 
     return jax.tree.map(apply, cache, is_leaf=_is_per_input)
 
@@ -82,8 +87,7 @@ def gather_cache_beams(cache: PyTree, beam_indices: jax.Array, axis: int = 0) ->
 
 def _batched_leaves(cache: PyTree, axis: int) -> list[jax.Array]:
     """The leaves of cache that carry a batch axis at `axis` (not PerInput state), in flatten order."""
-    leaves = jax.tree.leaves(cache, is_leaf=_is_per_input)
-    return [x for x in leaves if not _is_per_input(x) and jnp.ndim(x) > axis]
+    return [x for x in jax.tree.leaves(cache, is_leaf=_is_per_input) if _is_batched(x, axis)]
 
 
 def _copy_changed_rows(
@@ -140,14 +144,13 @@ def _reorder_updated(
     if len(old_leaves) != len(new_leaves):  # a different structure: nothing known to be kept
         old_leaves = [None] * len(new_leaves)
     moved = [
-        i for i, (o, n) in enumerate(zip(old_leaves, new_leaves, strict=True))
-        if n is not o and not _is_per_input(n) and jnp.ndim(n) > axis
+        i for i, (o, n) in enumerate(zip(old_leaves, new_leaves, strict=True)) if n is not o and _is_batched(n, axis)
     ]  # fmt: skip
     if scratch is None:
         for i in moved:
             new_leaves[i] = gather_cache_beams(new_leaves[i], beam_indices, axis)
         return jax.tree.unflatten(treedef, new_leaves), None
-    batched = [i for i, n in enumerate(new_leaves) if not _is_per_input(n) and jnp.ndim(n) > axis]
+    batched = [i for i, n in enumerate(new_leaves) if _is_batched(n, axis)]
     slot = {leaf: k for k, leaf in enumerate(batched)}  # leaf index -> its scratch buffer
     out, used = _copy_changed_rows(
         [new_leaves[i] for i in moved], [scratch[slot[i]] for i in moved], beam_indices, axis

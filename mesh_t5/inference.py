@@ -109,8 +109,7 @@ def beam_reorder(batch_size: Any) -> str:
     now: "rows" (copy only the rows whose beam changed) on the CPU backend with no layout in force
     and a static batch (it sizes a `nonzero`; an exported model's batch is symbolic), else "gather".
     t5-small, batch 8, 256 inputs, beam 4, 64 new: 6 of 32 rows move per step on average."""
-    one_cpu = jax.default_backend() == "cpu" and layouts.current_layout() is None
-    return "rows" if one_cpu and isinstance(batch_size, int) else "gather"
+    return "rows" if layouts.one_cpu_device(batch_size) else "gather"
 
 
 def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Config):
@@ -118,7 +117,8 @@ def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Confi
 
 
 def _decoder_weights(params: Params, *, config: T5Config) -> tuple[Any, jax.Array | None]:
-    """The new arrays of network.unstack_decoder_layers(params): per-layer trees, the [D, V] kernel."""
+    """The new arrays of network.unstack_decoder_layers(params): per-layer trees, the [D, V] kernel
+    (only those: a jitted call returns copies of the arrays it passes through unchanged)."""
     prepared = network.unstack_decoder_layers(params, config)
     return prepared["decoder"]["layers"], prepared.get("decode_logits_kernel")
 

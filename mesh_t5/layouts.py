@@ -225,6 +225,14 @@ def current_layout() -> Layout | None:
     return getattr(_STATE, "layout", None)
 
 
+def one_cpu_device(batch_size: Any) -> bool:
+    """Whether a computation traced now runs on one CPU device with a known batch: the CPU backend, no
+    layout in force (nothing laid out over a mesh) and a static batch size (an exported model's is
+    symbolic). The decode-only CPU paths (network.cross_attention_grouped, inference.beam_reorder)
+    apply only then."""
+    return jax.default_backend() == "cpu" and current_layout() is None and isinstance(batch_size, int)
+
+
 @contextlib.contextmanager
 def use_layout(layout: Layout | None) -> Iterator[Layout | None]:
     """Makes `constrain` lay activations out by this layout while tracing inside the block."""

@@ -523,7 +523,7 @@ def cross_attention_grouped(batch_size: Any) -> bool:
     """Whether a decode cache built now for `batch_size` inputs holds cross-attention keys and values
     for layers.attend_cached_grouped: on the CPU backend with no layout in force (one device), and a
     known batch size (a convolution's group count cannot be symbolic, as in an exported model's)."""
-    return jax.default_backend() == "cpu" and layouts.current_layout() is None and isinstance(batch_size, int)
+    return layouts.one_cpu_device(batch_size)
 
 
 def _run_cached(
