@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh_t5 import decoding, inference, network
+from mesh_t5 import decoding, inference, layers, native, network
 from mesh_t5.config import get_model_config
 
 
@@ -53,7 +53,9 @@ def _decoder(params, config, inputs, length: int, beam_size: int, mods=None):
     net, dec, inf = (
         (network, decoding, inference) if mods is None else (mods.network, mods.decoding, mods.inference)
     )
-    params = net.unstack_decoder_layers(params, config)  # outside the loop, as inference; prepared: as is
+    packs = getattr(net, "packs_decoder_weights", None)  # as that revision's inference.decode
+    pack = {"pack": packs(config, inputs.shape[0])} if packs is not None else {}
+    params = net.unstack_decoder_layers(params, config, **pack)  # outside the loop; prepared: as is
     cache = net.init_decode_cache(params, config, encoder_input_tokens=inputs, max_decode_length=length)
 
     def step(last, cache):
@@ -100,7 +102,8 @@ def products_step_s(config, rows: int, repeats: int, steps: int = 16) -> float:
     One step multiplies [rows, .] by every decoder kernel (self-attention q, k, v, o; cross-attention
     q, o; the feed-forward) and the output matrix [D, V]: what no decoder of this model avoids, run
     here with nothing else, in a `fori_loop` of `steps` steps (each step's inputs depend on the last
-    step, so nothing is hoisted), compiled with `inference.decode_compiler_options()`. Random float32
+    step, so nothing is hoisted), compiled with `inference.decode_compiler_options()`, and packed for
+    the native kernel where a decode would be (`network.packs_decoder_weights`). Random float32
     kernels of the model's shapes; the best of `repeats` loops.
     """
     d, inner, f = config.d_model, config.inner_dim, config.d_ff
@@ -109,12 +112,14 @@ def products_step_s(config, rows: int, repeats: int, steps: int = 16) -> float:
     shapes = per_layer * config.num_decoder_layers + [(d, config.vocab_size)]
     rng = np.random.default_rng(0)
     kernels = [jnp.asarray(rng.standard_normal(shape, np.float32) * 0.02) for shape in shapes]
+    if network.packs_decoder_weights(config, rows):
+        kernels = [jax.block_until_ready(jax.jit(native.pack)(w)) for w in kernels]
     inputs = {n: jnp.asarray(rng.standard_normal((rows, n), np.float32)) for n in {a for a, _ in shapes}}
 
     def loop(kernels, inputs):
         def body(_, carry):
             for w in kernels:
-                y = jnp.dot(inputs[w.shape[0]] * (1.0 + carry), w)
+                y = layers.dense(inputs[w.shape[0]] * (1.0 + carry), w)
                 carry = carry + jnp.sum(y) * 1e-30  # all of y: a slice of it would let XLA shrink the product
             return carry
 

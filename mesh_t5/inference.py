@@ -73,7 +73,8 @@ def decode(
     Traceable; `options` is static and its seed unused (sampling draws from `rng`)."""
     caches, fns = [], []
     for params in params_list:
-        params = network.unstack_decoder_layers(params, config)  # once, outside the decode loop
+        pack = network.packs_decoder_weights(config, inputs.shape[0])
+        params = network.unstack_decoder_layers(params, config, pack=pack)  # once, outside the decode loop
         cache, start = _start(params, config, inputs, options.max_decode_length)
         caches.append(cache)
         fns.append(functools.partial(_step, params, config=config))
@@ -119,7 +120,9 @@ def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Confi
 def _decoder_weights(params: Params, *, config: T5Config) -> tuple[Any, jax.Array | None]:
     """The new arrays of network.unstack_decoder_layers(params): per-layer trees, the [D, V] kernel
     (only those: a jitted call returns copies of the arrays it passes through unchanged)."""
-    prepared = network.unstack_decoder_layers(params, config)
+    # Prepared params decode concrete batches (generate_ids, evaluation): a static batch size.
+    pack = network.packs_decoder_weights(config, batch_size=1)
+    prepared = network.unstack_decoder_layers(params, config, pack=pack)
     return prepared["decoder"]["layers"], prepared.get("decode_logits_kernel")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mesh_t5 import layouts
+from mesh_t5 import layouts, native
 from mesh_t5.config import T5Config
 
 Params = dict[str, Any]
@@ -127,6 +127,8 @@ def dense(x: jax.Array, kernel: jax.Array, contract: int = 1, **dot_kwargs: Any)
     lead, inner = x.shape[: x.ndim - contract], x.shape[x.ndim - contract :]
     out = kernel.shape[contract:]
     size = math.prod(inner)
+    if isinstance(kernel, native.PackedKernel):  # a decoder weight packed for decoding on one CPU
+        return native.few_rows_matmul(x.reshape(-1, size), kernel).reshape(*lead, *out)
     y = jax.lax.dot_general(
         x.reshape(-1, size), kernel.reshape(size, -1), (((1,), (0,)), ((), ())), **dot_kwargs
     )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from mesh_t5 import inference, layouts, network
+from mesh_t5 import inference, layouts, native, network
 from mesh_t5.commands import infer
 from mesh_t5.config import DecodeOptions, T5Config
 from mesh_t5.errors import UserError
@@ -212,12 +212,23 @@ def test_prepared_params_share_arrays_and_decode_as_the_raw_ones(arch):
                 jax.tree.leaves(first["encoder"]), jax.tree.leaves(params["encoder"]), strict=True
             )
         )
+    # On one CPU with the native kernel, the decode step's weights are packed for it (network._PACKED).
+    packed = isinstance(first["decode_logits_kernel"], native.PackedKernel)
+    assert packed == native.available()
+
+    def plain(tree):
+        is_packed = lambda w: isinstance(w, native.PackedKernel)  # noqa: E731
+        return jax.tree.map(lambda w: native.unpack(w) if is_packed(w) else w, tree, is_leaf=is_packed)
+
     np.testing.assert_array_equal(
-        first["decode_logits_kernel"], np.asarray(params["token_embedder"]["embedding"]).T
+        plain(first["decode_logits_kernel"]), np.asarray(params["token_embedder"]["embedding"]).T
     )
     stacked = network.decoder_layers(params, config)
     for i, layer in enumerate(first["decoder"]["layers"]):
-        for a, b in zip(jax.tree.leaves(layer), jax.tree.leaves(stacked), strict=True):
+        if packed:
+            assert isinstance(layer["self_attention"]["out"], native.PackedKernel)
+            assert not isinstance(layer.get("cross_attention", {}).get("key"), native.PackedKernel)
+        for a, b in zip(jax.tree.leaves(plain(layer)), jax.tree.leaves(stacked), strict=True):
             np.testing.assert_array_equal(a, np.asarray(b)[i])
     inputs = _inputs(np.random.default_rng(8), [5, 3, 6], width=6, vocab=config.vocab_size)
     for options in (DecodeOptions(max_decode_length=5), DecodeOptions(max_decode_length=5, beam_size=2)):
