@@ -190,8 +190,8 @@ def bench_decode(args: argparse.Namespace) -> list[dict]:
     )  # the first call of each compiles / warms up: dropped below
     encoder_s = {name: statistics.median(ts[1:]) for name, ts in encoder_s.items()}
     bandwidth = copy_bandwidth_gbs(5) * 1e9
-    # Each timed call decodes params prepared once (decoder layers unstacked, the output matrix as
-    # [D, V]), as inference.generate_ids and evaluation prepare them for a run of several batches.
+    # Each timed call decodes params prepared once (decoder layers unstacked, their weights packed for
+    # the native kernel), as inference.generate_ids and evaluation prepare them for several batches.
     prepare_s = []
     for _ in range(args.repeats + 1):  # the first call compiles: dropped below
         start = time.perf_counter()
@@ -382,8 +382,10 @@ def render(results: dict) -> str:
                   "this machine can read what the step needs. Products floor = the encoder as measured + "
                   f"{a['decode_new']} times the step's weight products alone (every decoder kernel and the output "
                   "matrix at the step's rows, in a jitted loop compiled as a decode is): what mesh_t5 would reach if "
-                  "nothing but those products cost time, as XLA's CPU dot library runs them. mesh_t5 decodes params "
-                  f"prepared once ({r['prepare_s'] * 1e3:.0f} ms: decoder layers unstacked, output matrix as [D, V]), "
+                  "nothing but those products cost time, as a decode runs them (the native kernel where it is "
+                  "available, else XLA's dots). mesh_t5 decodes params "
+                  f"prepared once ({r['prepare_s'] * 1e3:.0f} ms: decoder layers unstacked, their weights and the "
+                  "output matrix packed for the native kernel), "
                   "as `inference.generate_ids` and evaluation do for a run of several batches; a single-batch "
                   "call does that work inside its decode."]  # fmt: skip
     if "data" in results:

@@ -25,7 +25,7 @@ def test_the_kernel_is_available_wherever_it_can_be_built():
 
 
 @needs_kernel
-@pytest.mark.parametrize("rows", [1, 3, 8, 9, 17, 32])
+@pytest.mark.parametrize("rows", [1, 3, 8, 9, 17, 32, native.MAX_ROWS + 1])  # the last: XLA's dot
 def test_products_equal_numpy_for_any_rows_and_ragged_columns(rows):
     rng = np.random.default_rng(rows)
     fn = jax.jit(native.few_rows_matmul)
