@@ -118,8 +118,9 @@ def _step(params: Params, last_tokens: jax.Array, cache: Any, *, config: T5Confi
 
 
 def _decoder_weights(params: Params, *, config: T5Config) -> tuple[Any, jax.Array | None]:
-    """The new arrays of network.unstack_decoder_layers(params): per-layer trees, the [D, V] kernel
-    (only those: a jitted call returns copies of the arrays it passes through unchanged)."""
+    """The new arrays of network.unstack_decoder_layers(params): per-layer trees and the output matrix
+    (both packed for the native kernel where it applies), only those: a jitted call returns copies of
+    the arrays it passes through unchanged."""
     # Prepared params decode concrete batches (generate_ids, evaluation): a static batch size.
     pack = network.packs_decoder_weights(config, batch_size=1)
     prepared = network.unstack_decoder_layers(params, config, pack=pack)
