@@ -4,6 +4,7 @@ clean fallback where it cannot be built."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import jax
@@ -16,7 +17,7 @@ from mesh_t5 import layers, native, network
 
 # Where the kernel can be built (Linux x86-64 with AVX2 and FMA, a C++ compiler), it must be: a
 # broken build would otherwise only show as slower decoding.
-CAN_BUILD = native._cpu_supported() is None and shutil.which("c++") is not None
+CAN_BUILD = native._cpu_supported() is None and shutil.which(os.environ.get("CXX") or "c++") is not None
 needs_kernel = pytest.mark.skipif(not CAN_BUILD, reason="no AVX2+FMA x86-64 Linux or no C++ compiler")
 
 

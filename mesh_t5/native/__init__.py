@@ -128,7 +128,7 @@ def available() -> bool:
     if compiler is None:
         log.warning(
             "mesh_t5: no C++ compiler (set CXX or install g++) to build its decoding kernel; "
-            "decoding on the CPU uses XLA's own dots, ~1.5x slower"
+            "decoding on the CPU uses XLA's own dots (the same tokens, slower)"
         )
         return False
     try:
