@@ -72,8 +72,8 @@ def decode(
 
     Traceable; `options` is static and its seed unused (sampling draws from `rng`)."""
     caches, fns = [], []
+    pack = network.packs_decoder_weights(config, inputs.shape[0])
     for params in params_list:
-        pack = network.packs_decoder_weights(config, inputs.shape[0])
         params = network.unstack_decoder_layers(params, config, pack=pack)  # once, outside the decode loop
         cache, start = _start(params, config, inputs, options.max_decode_length)
         caches.append(cache)

@@ -228,8 +228,8 @@ def current_layout() -> Layout | None:
 def one_cpu_device(batch_size: Any) -> bool:
     """Whether a computation traced now runs on one CPU device with a known batch: the CPU backend, no
     layout in force (nothing laid out over a mesh) and a static batch size (an exported model's is
-    symbolic). The decode-only CPU paths (network.cross_attention_grouped, inference.beam_reorder)
-    apply only then."""
+    symbolic). The decode-only CPU paths (network.cross_attention_grouped, inference.beam_reorder,
+    network.packs_decoder_weights) apply only then."""
     return jax.default_backend() == "cpu" and current_layout() is None and isinstance(batch_size, int)
 
 

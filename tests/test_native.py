@@ -73,6 +73,7 @@ def test_packing_round_trips_and_the_transposed_packing_agrees():
         ({"CXX": "/nonexistent/c++"}, "no C++ compiler"),
         ({"CXX": "false"}, "false failed: exit 1"),  # a compiler that fails
         ({"MESH_T5_NATIVE": "0"}, None),  # turned off: no message
+        ({"MESH_T5_CACHE_DIR": "a-file"}, "cannot write to the cache directory"),  # a file, not a folder
     ],
 )
 def test_without_the_kernel_one_warning_line_and_decoding_uses_xla(
@@ -82,6 +83,9 @@ def test_without_the_kernel_one_warning_line_and_decoding_uses_xla(
         pytest.skip("this CPU never builds the kernel")
     monkeypatch.setenv("MESH_T5_CACHE_DIR", str(tmp_path / "cache"))
     for name, value in env.items():
+        if value == "a-file":
+            (tmp_path / "cache").write_text("")
+            value = str(tmp_path / "cache")
         monkeypatch.setenv(name, value)
     native.available.cache_clear()
     try:
@@ -94,6 +98,10 @@ def test_without_the_kernel_one_warning_line_and_decoding_uses_xla(
         else:
             assert len(warnings) == 1 and message in warnings[0], warnings
             assert "\n" not in warnings[0]
-        assert list((tmp_path / "cache").glob("*")) == []  # no partial library left behind
+        cache = tmp_path / "cache"
+        if cache.is_file():  # the file given as the cache directory is left as it was
+            assert cache.read_text() == ""
+        else:
+            assert list(cache.glob("*")) == []  # no partial library left behind
     finally:
         native.available.cache_clear()
